@@ -1,0 +1,280 @@
+"""One conversion job: inputs -> per-recording units -> shards + manifest, resumable.
+
+A *unit* is one input file. Converting a unit (``convert_task``) runs the per-recording
+function (``data_prep.pipeline``), writes the unit's shard atomically (temporary hidden name,
+renamed when complete) and then commits the unit by atomically writing its state file
+``DIR/.state/<unit>.json`` (status, reason, checksum, counts). The state file is the journal:
+
+* a rerun skips every unit whose state matches the input's size and mtime and the recipe
+  hash, and redoes the others (a unit interrupted before its state file was written is
+  redone from scratch; its shard name is fixed, so a window is never written twice);
+* temporary files of an interrupted run are hidden (``.name.tmp-<pid>``), never read, and
+  removed by the next run;
+* ``DIR/.state/recipe.json`` pins the recipe name and hash: a rerun with a different recipe
+  configuration into the same DIR is an error naming the differing settings.
+
+The manifest (``data_prep.manifest``) is rebuilt from the state files of the current inputs
+at the end of every run, so the output (shards and manifest) depends only on the inputs and
+the recipe: byte-identical for any worker count, runner, or number of interruptions.
+
+Shard layout: ``DIR/<split>/<unit>.array_record`` (one shard per recording and split, records
+in window order), with ``unit`` = the input path relative to its input root, made file-name
+safe, plus 8 hex digits of the SHA-1 of the absolute path (unique even after sanitising).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from absl import logging
+
+from data_prep import pipeline
+from data_prep import shards
+from data_prep.recipes.base import Recipe, RecordingInfo, Rejected
+
+STATE_DIR = ".state"
+RECIPE_STATE = "recipe.json"
+
+
+@dataclasses.dataclass
+class Task:
+  """One input file to convert (everything a worker needs; picklable)."""
+
+  path: str
+  """Absolute path of the input file."""
+  root: str
+  """The input folder it was found under (ids are relative to it)."""
+  unit: str
+  """Unit name: shard and state file stem."""
+  size: int
+  mtime_ns: int
+  info: RecordingInfo | None = None
+  """None when ``describe`` rejected the file (``reject_reason`` says why)."""
+  reject_reason: str | None = None
+
+
+class RecipeMismatchError(RuntimeError):
+  """The output directory was made with another recipe configuration."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Input discovery.
+
+def _glob_root(pattern: str) -> Path:
+  """The longest leading directory of a glob pattern that holds no wildcard."""
+  parts = Path(pattern).parts
+  fixed = []
+  for p in parts:
+    if any(c in p for c in "*?["):
+      break
+    fixed.append(p)
+  return Path(*fixed) if fixed else Path(".")
+
+
+def discover(inputs: str | Sequence[str], recipe: Recipe) -> list[tuple[Path, Path]]:
+  """(file, root) pairs for every input file the recipe accepts, sorted by path, unique.
+
+  ``inputs``: a folder (searched recursively), a glob (``**`` allowed), a file, or a comma
+  list of those. Hidden files and folders (names starting with ``.``) are skipped.
+  """
+  if isinstance(inputs, str):
+    inputs = [s for s in inputs.split(",") if s.strip()]
+  found: dict[Path, Path] = {}
+  for item in inputs:
+    item = os.path.expanduser(item.strip())
+    if any(c in item for c in "*?["):
+      root = _glob_root(item).resolve()
+      files = [Path(p) for p in glob.glob(item, recursive=True)]
+    elif os.path.isdir(item):
+      root = Path(item).resolve()
+      files = [p for p in root.rglob("*")]
+    elif os.path.exists(item):
+      root = Path(item).resolve().parent
+      files = [Path(item)]
+    else:
+      raise FileNotFoundError(f"input {item!r} matches no file or folder")
+    for f in files:
+      f = f.resolve()
+      rel = f.relative_to(root) if f.is_relative_to(root) else Path(f.name)
+      if any(part.startswith(".") for part in rel.parts):
+        continue
+      if f.is_file() and recipe.accepts(f) and f not in found:
+        found[f] = root
+  return sorted(found.items(), key=lambda kv: str(kv[0]))
+
+
+def unit_name(path: Path, root: Path) -> str:
+  """File-name-safe unique unit name for an input file."""
+  try:
+    rel = path.relative_to(root).as_posix()
+  except ValueError:
+    rel = path.name
+  safe = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))[:150]
+  return f"{safe}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+
+
+def make_tasks(files: Iterable[tuple[Path, Path]], recipe: Recipe) -> list[Task]:
+  """Describe every file (ids, split, label) and let the recipe assign splits globally."""
+  tasks, infos = [], []
+  for path, root in files:
+    st = path.stat()
+    task = Task(path=str(path), root=str(root), unit=unit_name(path, root), size=st.st_size,
+                mtime_ns=st.st_mtime_ns)
+    try:
+      task.info = recipe.describe(path, root)
+    except Rejected as e:
+      task.reject_reason = e.reason
+    tasks.append(task)
+  described = [t for t in tasks if t.info is not None]
+  infos = list(recipe.assign_splits([t.info for t in described]))
+  for t, info in zip(described, infos):
+    t.info = info
+  return tasks
+
+
+# ---------------------------------------------------------------------------------------------
+# State (the journal).
+
+def state_path(out_dir: Path, unit: str, suffix: str = ".json") -> Path:
+  return Path(out_dir) / STATE_DIR / f"{unit}{suffix}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+  """Write ``text`` to a hidden temporary file, fsync, then rename onto ``path``."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def load_state(out_dir: Path, task: Task, recipe_hash: str) -> dict | None:
+  """The committed state of a task's unit if it is current (same input and recipe)."""
+  p = state_path(out_dir, task.unit)
+  if not p.exists():
+    return None
+  try:
+    state = json.loads(p.read_text())
+  except (OSError, ValueError):
+    return None
+  if (state.get("size") != task.size or state.get("mtime_ns") != task.mtime_ns
+      or state.get("recipe_hash") != recipe_hash or state.get("path") != task.path):
+    return None
+  if state.get("shard") and not (Path(out_dir) / state["shard"]).exists():
+    return None
+  return state
+
+
+def check_recipe(out_dir: Path, recipe: Recipe) -> None:
+  """Pin the recipe of ``out_dir``; raise RecipeMismatchError if another one made it."""
+  p = Path(out_dir) / STATE_DIR / RECIPE_STATE
+  mine = {"name": recipe.name, "hash": recipe.config_hash,
+          "config": json.loads(recipe.config.canonical_json())}
+  if p.exists():
+    theirs = json.loads(p.read_text())
+    if theirs["hash"] != mine["hash"]:
+      diff = sorted(k for k in set(mine["config"]) | set(theirs["config"])
+                    if mine["config"].get(k) != theirs["config"].get(k))
+      details = "; ".join(f"{k}: {theirs['config'].get(k)!r} -> {mine['config'].get(k)!r}"
+                          for k in diff)
+      raise RecipeMismatchError(
+          f"{out_dir} was written by recipe {theirs['name']!r} (hash {theirs['hash']}); this "
+          f"run uses {mine['name']!r} (hash {mine['hash']}). Differences: {details}. Use a "
+          "new --output directory.")
+    return
+  atomic_write_text(p, json.dumps(mine, sort_keys=True, indent=1))
+
+
+def clean_temporaries(out_dir: Path) -> int:
+  """Delete hidden temporary files left by interrupted runs; returns how many."""
+  n = 0
+  for p in Path(out_dir).rglob(".*.tmp-*"):
+    p.unlink(missing_ok=True)
+    n += 1
+  for p in (Path(out_dir) / STATE_DIR).glob("*.started"):
+    p.unlink(missing_ok=True)
+  return n
+
+
+def sha256_file(path: str | Path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The unit of work.
+
+def convert_task(task: Task, out_dir: str | Path, recipe: Recipe) -> dict:
+  """Convert one input and commit it; returns its state dict. Never raises for bad input."""
+  out_dir = Path(out_dir)
+  started = state_path(out_dir, task.unit, ".started")
+  started.parent.mkdir(parents=True, exist_ok=True)
+  started.write_text(str(os.getpid()))
+  t0 = time.perf_counter()
+  state = {"path": task.path, "unit": task.unit, "size": task.size, "mtime_ns": task.mtime_ns,
+           "recipe_hash": recipe.config_hash, "status": "rejected", "reason": None,
+           "shard": None, "windows": 0, "duration_s": 0.0}
+  try:
+    state["sha256"] = sha256_file(task.path)
+    if task.info is None:
+      raise Rejected(task.reject_reason or "rejected by the recipe")
+    info = task.info
+    state.update(subject=info.subject, session=info.session, recording=info.recording,
+                 split=info.split, dataset=info.dataset)
+    result = pipeline.process_recording(task.path, info, recipe)
+    state.update(status="converted", duration_s=result.duration_s,
+                 source_rate_hz=result.source_rate_hz, windows=len(result.records),
+                 rejected_windows=result.rejected_windows, channels=list(result.channels),
+                 positions=result.positions.tolist(),
+                 labels=_label_counts(result.records, recipe))
+    if result.records:
+      rel = Path(info.split) / f"{task.unit}{shards.SHARD_SUFFIX}"
+      shards.write_shard(out_dir / rel, result.records)
+      state["shard"] = rel.as_posix()
+  except Rejected as e:
+    state["reason"] = e.reason
+  except Exception as e:  # pylint: disable=broad-except  # A bug must not stop the corpus.
+    logging.exception("unexpected error converting %s", task.path)
+    state["reason"] = f"internal error while converting ({type(e).__name__}: {e})"
+  if state["status"] == "rejected":
+    logging.warning("rejected %s: %s", task.path, state["reason"])
+  atomic_write_text(state_path(out_dir, task.unit),
+                    json.dumps(state, sort_keys=True, separators=(",", ":")))
+  started.unlink(missing_ok=True)
+  state["seconds"] = time.perf_counter() - t0
+  return state
+
+
+def reject_crashed(task: Task, out_dir: str | Path, recipe: Recipe, crashes: int) -> dict:
+  """Commit a rejection for an input whose worker process died ``crashes`` times."""
+  state = {"path": task.path, "unit": task.unit, "size": task.size, "mtime_ns": task.mtime_ns,
+           "recipe_hash": recipe.config_hash, "status": "rejected", "shard": None,
+           "windows": 0, "duration_s": 0.0, "sha256": sha256_file(task.path),
+           "reason": f"the worker process died {crashes} times while converting this file "
+                     "(killed, out of memory, or a crash in a reader library)"}
+  atomic_write_text(state_path(Path(out_dir), task.unit),
+                    json.dumps(state, sort_keys=True, separators=(",", ":")))
+  return state
+
+
+def _label_counts(records, recipe: Recipe) -> dict[str, int]:
+  counts: dict[str, int] = {}
+  for r in records:
+    key = r.label_name if r.label_name is not None else (
+        recipe.config.label_names[r.label] if 0 <= r.label < len(recipe.config.label_names)
+        else ("unlabelled" if r.label < 0 else str(r.label)))
+    counts[key] = counts.get(key, 0) + 1
+  return counts

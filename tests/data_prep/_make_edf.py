@@ -1,0 +1,69 @@
+"""Tiny synthetic recordings for data_prep tests (EDF via edfio, FIF via MNE).
+
+Signals are smooth random EEG-like noise of ~10-20 µV (band-limited, so it survives the
+0.1-30 Hz band-pass and the 100 µV rule), deterministic from ``seed``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+TUH_ELECTRODES = ("FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8",
+                  "T3", "T4", "T5", "T6", "FZ", "CZ", "PZ", "A1", "A2")
+TUH_NAMES = tuple(f"EEG {e}-REF" for e in TUH_ELECTRODES) + ("EEG EKG1-REF", "PHOTIC-REF")
+
+
+def eeg_like(n_channels: int, n_samples: int, sfreq: float, seed: int,
+             amplitude_uv: float = 15.0) -> np.ndarray:
+  """[C, T] µV: white noise low-passed (moving average) plus a 10 Hz rhythm."""
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal((n_channels, n_samples))
+  k = max(1, int(sfreq / 25))
+  kernel = np.ones(k) / k
+  x = np.stack([np.convolve(row, kernel, mode="same") for row in x])
+  x /= x.std(axis=1, keepdims=True) + 1e-12
+  t = np.arange(n_samples) / sfreq
+  x += 0.5 * np.sin(2 * np.pi * 10 * t + rng.uniform(0, 6.28, (n_channels, 1)))
+  return amplitude_uv * x / 1.2
+
+
+def make_raw(names: Sequence[str] = TUH_NAMES, duration_s: float = 30.0, sfreq: float = 256.0,
+             seed: int = 0, amplitude_uv: float = 15.0, annotations=None):
+  """An MNE RawArray (volts) with the given channel names; annotations: [(onset, dur, desc)]."""
+  import mne
+  n = int(round(duration_s * sfreq))
+  data = eeg_like(len(names), n, sfreq, seed, amplitude_uv) * 1e-6
+  info = mne.create_info(list(names), sfreq, ch_types="eeg")
+  raw = mne.io.RawArray(data, info, verbose="error")
+  if annotations:
+    on, du, de = zip(*annotations)
+    raw.set_annotations(mne.Annotations(on, du, de))
+  return raw
+
+
+def write_edf(path: str | Path, **kwargs) -> Path:
+  """Write ``make_raw(**kwargs)`` as EDF; returns the path."""
+  import mne
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  mne.export.export_raw(str(path), make_raw(**kwargs), fmt="edf", overwrite=True,
+                        verbose="error")
+  return path
+
+
+def write_fif(path: str | Path, **kwargs) -> Path:
+  """Write ``make_raw(**kwargs)`` as FIF; returns the path."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  make_raw(**kwargs).save(str(path), overwrite=True, verbose="error")
+  return path
+
+
+def truncate(src: str | Path, dst: str | Path, keep_fraction: float = 0.6) -> Path:
+  """Copy the first ``keep_fraction`` of a file's bytes to ``dst`` (a truncated recording)."""
+  data = Path(src).read_bytes()
+  Path(dst).write_bytes(data[: int(len(data) * keep_fraction)])
+  return Path(dst)
