@@ -119,8 +119,9 @@ def plan_derivation(outputs: Sequence[str], available: Sequence[str], reference:
     signs = (1.0,) if len(idx) == 1 else (1.0, -1.0)
     for sign, src in zip(signs, idx):
       matrix[r, col[src]] += sign
-      if car_idx and not is_direct:
-        matrix[r] -= sign * car_row
+    # CAR cancels exactly in an A-B difference; only monopolar outputs carry it.
+    if car_idx and not is_direct and len(idx) == 1:
+      matrix[r] -= car_row
   return Derivation(outputs=tuple(outputs), pick=tuple(pick), matrix=matrix,
                     electrodes=tuple(needed))
 
