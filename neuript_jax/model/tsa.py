@@ -1,0 +1,93 @@
+"""Two-Stage Attention layer and SegMerging (REFERENCE.md §2.2 items 3-4).
+
+TSA input/output: [B, D, L, d] (batch, channels, time segments, d_model).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from neuript_jax.model.attention import MultiHeadAttention
+from neuript_jax.model.config import ModelConfig
+from neuript_jax.model.layers import Dense, LayerNorm, SwiGLU
+from neuript_jax.model.moe import MoE
+
+
+def make_ffn(cfg: ModelConfig, num_experts: int, name: str):
+  """The dense SwiGLU FFN (num_experts == 0) or a PMoE with that many routed experts."""
+  dtype = jnp.dtype(cfg.dtype)
+  if num_experts == 0:
+    return SwiGLU(cfg.d_ff, dtype, name=name)
+  return MoE(num_experts, cfg.top_k, cfg.hidden_dim, cfg.hidden_dim_shared, cfg.noise_std,
+             cfg.w_importance, cfg.quirks.moe_routing, cfg.quirks.moe_renormalize, dtype,
+             name=name)
+
+
+def apply_ffn(ffn, x, deterministic):
+  """Run a dense FFN or a MoE; returns (y, aux)."""
+  if isinstance(ffn, MoE):
+    return ffn(x, deterministic)
+  return ffn(x), jnp.zeros((), jnp.float32)
+
+
+class TwoStageAttention(nn.Module):
+  """Pre-LN TSA: temporal attention + FFN per channel, then spatial attention + FFN per step.
+
+  x [B, D, L, d]; time_mask [B*D, L, L] / dim_mask [B*L, D, D] bool (True = may attend) or
+  None; spatial_pe [D, d] is added after the temporal stage (first encoder block only).
+  Returns (y [B, D, L, d], aux).
+  """
+  cfg: ModelConfig
+  num_experts: int = 0
+
+  @nn.compact
+  def __call__(self, x, time_mask=None, dim_mask=None, spatial_pe=None,
+               deterministic: bool = True):
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.dtype)
+    b, d, l, m = x.shape
+    drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+    mha = lambda name: MultiHeadAttention(cfg.n_heads, cfg.dropout, dtype, cfg.attention,
+                                          name=name)
+
+    # Temporal stage: one sequence of L steps per (sample, channel).
+    t_in = x.reshape(b * d, l, m)
+    h = LayerNorm(dtype=dtype, name="norm1")(t_in)
+    u = t_in + drop(mha("time_attention")(h, h, time_mask, deterministic))
+    y1, aux1 = apply_ffn(make_ffn(cfg, self.num_experts, "MLP1"),
+                         LayerNorm(dtype=dtype, name="norm2")(u), deterministic)
+    u = u + drop(y1)
+
+    # Spatial stage: one sequence of D channels per (sample, time step).
+    u = u.reshape(b, d, l, m).transpose(0, 2, 1, 3).reshape(b * l, d, m)
+    if spatial_pe is not None:
+      u = u + spatial_pe[None].astype(u.dtype)
+    h = LayerNorm(dtype=dtype, name="norm3")(u)
+    v = u + drop(mha("dim_attention")(h, h, dim_mask, deterministic))
+    y2, aux2 = apply_ffn(make_ffn(cfg, self.num_experts, "MLP2"),
+                         LayerNorm(dtype=dtype, name="norm4")(v), deterministic)
+    v = v + drop(y2)
+    return v.reshape(b, l, d, m).transpose(0, 2, 1, 3), aux1 + aux2
+
+
+def pad_to_multiple(x, win: int):
+  """Reference padding: append the last (win - L % win) segments again along axis -2."""
+  pad = (-x.shape[-2]) % win
+  if pad:
+    x = jnp.concatenate([x, x[..., -pad:, :]], axis=-2)
+  return x
+
+
+class SegMerging(nn.Module):
+  """[B, D, L, d] -> [B, D, ceil(L/win), d]: concat win neighbours, LayerNorm(win*d), Linear."""
+  win: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = pad_to_multiple(x, self.win)
+    b, d, l, m = x.shape
+    x = x.reshape(b, d, l // self.win, self.win * m)   # segment j = concat(z_{jw} .. z_{jw+w-1})
+    x = LayerNorm("merge", self.dtype, name="norm")(x)
+    return Dense(m, ("merge", "embed"), self.dtype, name="linear_trans")(x)
