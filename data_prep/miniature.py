@@ -173,7 +173,7 @@ TUEV_FILES = {
     "eval/001/pled_001_a_2.edf": [
         (9, 6.0, 7.0, 3),
         (10, 6.0, 7.0, 3),
-        (4, 17.0, 18.0, 6)],   # ends within 2 s of the end: wraps around
+        (4, 18.0, 19.0, 6)],   # ends within 2 s of the end: wraps around
 }
 """The TUEV miniature: 5 EDFs of 20 s at 250 Hz and their ``.rec`` rows."""
 
@@ -368,7 +368,9 @@ def write_sleep_psg(path: Path, duration_s: float, *, study: str = "SC", seed: i
   """A Sleep-EDF-like PSG (30-s data records): EEG Fpz-Cz, EEG Pz-Oz, EOG horizontal at
   ``sfreq``, then the SC 1-Hz channels or the ST ``EMG submental`` (100 Hz) + ``Marker`` (1 Hz)."""
   n = int(round(duration_s * sfreq))
-  eeg = _signals_uv([500 + seed], 3, n, sfreq)
+  # At most 10 min of distinct signal, tiled: keeps day-long PSGs cheap to write.
+  eeg = _signals_uv([500 + seed], 3, min(n, int(600 * sfreq)), sfreq)
+  eeg = np.stack([np.resize(row, n) for row in eeg])
   labels = ["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal"]
   data, rates, dims = list(eeg), [sfreq] * 3, ["uV"] * 3
   n1 = int(round(duration_s))
