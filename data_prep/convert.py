@@ -140,62 +140,64 @@ def _work(task: job.Task) -> dict:
 
 
 def run_local(tasks: Sequence[job.Task], out_dir: Path, recipe: Recipe, workers: int,
-              progress: Progress, max_crashes: int = 2) -> list[dict]:
+              progress: Progress) -> list[dict]:
   """Convert ``tasks`` with ``workers`` processes; returns their committed states.
 
   If a worker process dies (SIGKILL, out of memory, a segfault in a reader), the pool is
-  rebuilt and unfinished tasks are retried; a task that was in flight during ``max_crashes``
-  deaths is rejected with a reason naming the crash.
+  rebuilt: tasks that were in flight (their ``.started`` marker is left) are retried one at a
+  time in a pool of their own, so the culprit is identified; a task that kills its worker
+  when run alone is rejected with a reason naming the crash. The others are unaffected.
   """
-  if workers <= 1:
-    states = []
-    for t in tasks:
-      states.append(job.convert_task(t, out_dir, recipe))
-      progress.update(states[-1])
-    return states
-  pending = {t.unit: t for t in tasks}
-  crashes: dict[str, int] = {}
   states: list[dict] = []
-  ctx = multiprocessing.get_context("fork")
-  while pending:
-    pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
-                                  initializer=_init_worker, initargs=(str(out_dir), recipe))
-    broken = False
+  queue = list(tasks)
+  # forkserver, not fork: forking a process that already runs threads (ArrayRecord, grain,
+  # a test runner) can deadlock or crash the child. The server preloads the heavy imports
+  # once, so starting a worker stays cheap.
+  ctx = multiprocessing.get_context("forkserver")
+  ctx.set_forkserver_preload(["data_prep.pipeline", "data_prep.job", "mne.filter"])
+
+  def run_pool(batch, n):
+    """Run a batch; returns the tasks left unfinished if a worker died, else []."""
+    pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
+                                  initargs=(str(out_dir), recipe))
+    left = {t.unit: t for t in batch}
     try:
-      futures = {pool.submit(_work, t): u for u, t in sorted(pending.items())}
+      futures = {pool.submit(_work, t): t.unit for t in batch}
       for fut in cf.as_completed(futures):
         try:
           state = fut.result()
         except cf.process.BrokenProcessPool:
-          broken = True
           break
-        pending.pop(futures[fut], None)
+        left.pop(futures[fut])
         states.append(state)
         progress.update(state)
     except KeyboardInterrupt:
       pool.shutdown(wait=False, cancel_futures=True)
       raise
     pool.shutdown(wait=True, cancel_futures=True)
-    if not broken:
-      break
-    # A worker died: tasks whose ".started" marker is left were in flight.
-    for unit in sorted(pending):
-      done = job.load_state(out_dir, pending[unit], recipe.config_hash)
+    return [left[u] for u in sorted(left)]
+
+  while queue:
+    left = run_pool(queue, max(1, min(workers, len(queue))))
+    queue, suspects = [], []
+    for t in left:
+      done = job.load_state(out_dir, t, recipe.config_hash)
+      marker = job.state_path(out_dir, t.unit, ".started")
       if done is not None:
         states.append(done)
         progress.update(done)
-        pending.pop(unit)
-        continue
-      marker = job.state_path(out_dir, unit, ".started")
-      if marker.exists():
+      elif marker.exists():
         marker.unlink()
-        crashes[unit] = crashes.get(unit, 0) + 1
-        logging.warning("worker died while converting %s (%d time(s))", pending[unit].path,
-                        crashes[unit])
-        if crashes[unit] >= max_crashes:
-          state = job.reject_crashed(pending.pop(unit), out_dir, recipe, crashes[unit])
-          states.append(state)
-          progress.update(state)
+        suspects.append(t)
+      else:
+        queue.append(t)
+    for t in suspects:
+      logging.warning("a worker died while %s was in flight; retrying it alone", t.path)
+      if run_pool([t], 1):
+        job.state_path(out_dir, t.unit, ".started").unlink(missing_ok=True)
+        state = job.reject_crashed(t, out_dir, recipe)
+        states.append(state)
+        progress.update(state)
   return states
 
 
@@ -231,6 +233,7 @@ def convert(inputs: str | Sequence[str], recipe: Recipe, out_dir: str | Path, wo
   else:
     new = run_local(todo, out_dir, recipe, workers, progress)
   progress.close()
+  job.clean_temporaries(out_dir)  # what crashed workers left behind
   states = [{k: v for k, v in s.items() if k != "seconds"} for s in done + new]
   manifest = manifest_lib.build(recipe, states)
   manifest_lib.write(out_dir, manifest)

@@ -258,13 +258,13 @@ def convert_task(task: Task, out_dir: str | Path, recipe: Recipe) -> dict:
   return state
 
 
-def reject_crashed(task: Task, out_dir: str | Path, recipe: Recipe, crashes: int) -> dict:
-  """Commit a rejection for an input whose worker process died ``crashes`` times."""
+def reject_crashed(task: Task, out_dir: str | Path, recipe: Recipe) -> dict:
+  """Commit a rejection for an input whose worker process died while converting it alone."""
   state = {"path": task.path, "unit": task.unit, "size": task.size, "mtime_ns": task.mtime_ns,
            "recipe_hash": recipe.config_hash, "status": "rejected", "shard": None,
            "windows": 0, "duration_s": 0.0, "sha256": sha256_file(task.path),
-           "reason": f"the worker process died {crashes} times while converting this file "
-                     "(killed, out of memory, or a crash in a reader library)"}
+           "reason": "the worker process died while converting this file (killed, out of "
+                     "memory, or a crash in a reader library)"}
   atomic_write_text(state_path(Path(out_dir), task.unit),
                     json.dumps(state, sort_keys=True, separators=(",", ":")))
   return state

@@ -79,13 +79,17 @@ def recording_positions(raw, derivation: montages.Derivation) -> np.ndarray:
   return np.stack(out).astype(np.float32)
 
 
-def output_channels(recipe: Recipe, names: Sequence[str]) -> tuple[str, ...]:
-  """The recipe's channels, or (empty list) every 10-05 electrode of the recording."""
+def output_channels(recipe: Recipe, names: Sequence[str],
+                    raw_names: Sequence[str]) -> tuple[str, ...]:
+  """The recipe's channels, or (empty list) every 10-05 electrode of the recording.
+
+  names: normalised labels; raw_names: the recording's labels (for the rejection message).
+  """
   if recipe.config.channels:
     return recipe.config.channels
   found = tuple(n for n in names if chans.is_electrode(n))
   if not found:
-    shown = ", ".join(list(names)[:8]) + (" ..." if len(names) > 8 else "")
+    shown = ", ".join(list(raw_names)[:8]) + (" ..." if len(raw_names) > 8 else "")
     raise Rejected(f"no channel has a standard 10-05 electrode name (channels: {shown}); "
                    "rename them or choose channels explicitly")
   return found
@@ -126,11 +130,12 @@ def process_recording(path: str | Path, info: RecordingInfo, recipe: Recipe) -> 
                    "low-pass (Nyquist)")
 
   names = chans.normalize_names(raw.ch_names)
-  outputs = output_channels(recipe, names)
+  outputs = output_channels(recipe, names, raw.ch_names)
   try:
     plan = montages.plan_derivation(outputs, names, cfg.reference, cfg.car_channels)
   except chans.MissingChannelsError as e:
-    raise Rejected(str(e)) from e
+    # Show the recording's own labels, which is what a person can look up.
+    raise Rejected(str(chans.MissingChannelsError(e.names, raw.ch_names))) from e
 
   ctx = RecordingContext(path=path, info=info, raw=raw, sfreq=sfreq, duration_s=duration,
                          channel_names=tuple(names))

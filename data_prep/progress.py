@@ -24,6 +24,7 @@ class Progress:
     self.stream = stream or sys.stderr
     self._start = time.monotonic()
     self._last = 0.0
+    self._dirty = False
 
   def update(self, state: dict) -> None:
     """Account for one committed unit state (see ``data_prep.job.convert_task``)."""
@@ -33,6 +34,7 @@ class Progress:
       self.windows += state.get("windows", 0)
     else:
       self.rejected += 1
+    self._dirty = True
     now = time.monotonic()
     if now - self._last >= self.interval_s:
       self._last = now
@@ -52,8 +54,12 @@ class Progress:
     tty = getattr(self.stream, "isatty", lambda: False)()
     end = "\n" if (final or not tty) else ""
     prefix = "\r" if tty else ""
+    self._dirty = False
     self.stream.write(prefix + self.line() + end)
     self.stream.flush()
 
   def close(self) -> None:
-    self._draw(final=True)
+    """Draw the final line (unless the last update already showed it, off a terminal)."""
+    tty = getattr(self.stream, "isatty", lambda: False)()
+    if self._dirty or tty or self.done == self.skipped:
+      self._draw(final=True)

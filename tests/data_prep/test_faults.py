@@ -1,0 +1,182 @@
+"""Bad input never stops a run; interrupted runs resume; a dying worker is survived."""
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+
+from data_prep import convert as convert_lib
+from data_prep import job
+from data_prep import manifest as manifest_lib
+from data_prep.recipes import get_recipe
+from neuript_jax.data import record as rec
+from tests.data_prep import _fault_recipes
+from tests.data_prep import _make_edf as mk
+from tests.data_prep.test_convert import REPO, run_cli, tree_digest
+
+NAMES = ["EEG FP1-REF", "EEG CZ-REF", "EEG O1-REF", "ECG ECG1"]
+
+
+def _generic(**kw):
+  return get_recipe("generic", channels=["Fp1", "Cz", "O1"], **kw)
+
+
+def _fif_with(path, values_fn, sfreq=128.0):
+  raw = mk.make_raw(NAMES, duration_s=12, sfreq=sfreq, seed=5)
+  data = raw.get_data()
+  values_fn(data)
+  raw._data = data
+  raw.save(path, verbose="error")
+  return path
+
+
+def _zero_record_edf(src, dst):
+  """The header of a valid EDF with its record count set to 0 and no data."""
+  data = bytearray(Path(src).read_bytes())
+  header_bytes = int(data[184:192].decode().strip())
+  data[236:244] = b"0".ljust(8)
+  Path(dst).write_bytes(bytes(data[:header_bytes]))
+  return dst
+
+
+@pytest.fixture(scope="module")
+def bad_folder(tmp_path_factory):
+  """One good recording and one file per bad-input class, with the expected reason."""
+  d = tmp_path_factory.mktemp("bad")
+  good = mk.write_edf(d / "good.edf", names=NAMES, duration_s=12, sfreq=128, seed=1)
+  expected = {}
+  mk.truncate(good, d / "truncated.edf", 0.5)
+  expected["truncated.edf"] = "truncated EDF"
+  (d / "text.edf").write_text("not a recording\n")
+  expected["text.edf"] = "not an EDF file"
+  (d / "empty.edf").write_bytes(b"")
+  expected["empty.edf"] = "empty file"
+  _zero_record_edf(good, d / "zero_length.edf")
+  expected["zero_length.edf"] = "zero-length recording"
+  corrupt = bytearray(good.read_bytes())
+  corrupt[236:244] = b"abcdefgh"
+  (d / "corrupt_header.edf").write_bytes(bytes(corrupt))
+  expected["corrupt_header.edf"] = "corrupt EDF header"
+  (d / "random_raw.fif").write_bytes(np.random.default_rng(0).bytes(4096))
+  expected["random_raw.fif"] = "not a FIF file"
+  _fif_with(d / "nan_raw.fif", lambda x: x.__setitem__((1, slice(100, 110)), np.nan))
+  expected["nan_raw.fif"] = "10 NaN/inf samples in channel(s) Cz"
+  _fif_with(d / "inf_raw.fif", lambda x: x.__setitem__((2, 50), np.inf))
+  expected["inf_raw.fif"] = "NaN/inf samples in channel(s) O1"
+  mk.write_edf(d / "missing_o1.edf", names=NAMES[:2] + NAMES[3:], duration_s=12, sfreq=128)
+  expected["missing_o1.edf"] = "missing channel(s) O1"
+  mk.write_edf(d / "unknown_names.edf", names=["EEG 000", "EEG 001"], duration_s=12,
+               sfreq=128)
+  expected["unknown_names.edf"] = "missing channel(s) Fp1, Cz, O1"
+  mk.write_edf(d / "low_rate.edf", names=NAMES, duration_s=12, sfreq=50)
+  expected["low_rate.edf"] = "sampling rate 50 Hz is below the recipe's minimum 64 Hz"
+  return d, expected
+
+
+def test_every_bad_input_class_becomes_a_readable_rejection(bad_folder, tmp_path):
+  d, expected = bad_folder
+  m = convert_lib.convert(str(d), _generic(), tmp_path, workers=2)
+  assert [Path(f["path"]).name for f in m["files"]] == ["good.edf"]
+  assert m["windows"] == 3
+  reasons = {Path(r["path"]).name: r["reason"] for r in m["rejected"]}
+  assert set(reasons) == set(expected)
+  for name, fragment in expected.items():
+    assert fragment in reasons[name], (name, reasons[name])
+  assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+
+
+def test_unknown_names_without_channel_list_are_named(bad_folder, tmp_path):
+  d, _ = bad_folder
+  m = convert_lib.convert(str(d / "unknown_names.edf"), get_recipe("generic"), tmp_path, 1)
+  reason = m["rejected"][0]["reason"]
+  assert "no channel has a standard 10-05 electrode name" in reason and "EEG 000" in reason
+
+
+def test_strict_makes_rejections_an_error(bad_folder, tmp_path):
+  d, _ = bad_folder
+  inputs = f"--input={d / 'good.edf'},{d / 'text.edf'}"
+  common = (inputs, "--recipe=generic", "--channels=Fp1,Cz,O1", "--workers=1")
+  assert run_cli(*common, f"--output={tmp_path / 'a'}").returncode == 0
+  strict = run_cli(*common, f"--output={tmp_path / 'b'}", "--strict")
+  assert strict.returncode == 1 and "text.edf" in strict.stdout
+
+
+def test_too_low_rate_for_the_band_pass(tmp_path):
+  mk.write_edf(tmp_path / "slow.edf", names=NAMES, duration_s=12, sfreq=50)
+  recipe = _generic(min_source_rate_hz=0)
+  m = convert_lib.convert(str(tmp_path / "slow.edf"), recipe, tmp_path / "o", 1)
+  assert "too low for a 30 Hz low-pass" in m["rejected"][0]["reason"]
+
+
+@pytest.fixture(scope="module")
+def resume_folder(tmp_path_factory):
+  d = tmp_path_factory.mktemp("resume")
+  for i in range(10):
+    mk.write_edf(d / f"rec{i:02d}.edf", names=NAMES, duration_s=40, sfreq=128, seed=i)
+  return d
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_run_resumes_without_duplicates(resume_folder, tmp_path, sig):
+  reference = tmp_path / "reference"
+  convert_lib.convert(str(resume_folder), _generic(), reference, workers=2)
+  out = tmp_path / "out"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "tests.data_prep._fault_recipes", str(resume_folder), str(out),
+       "2"], cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE)
+  deadline = time.time() + 60
+  committed = []
+  while time.time() < deadline:
+    committed = [p for p in (out / ".state").glob("rec*.json")] if out.exists() else []
+    if len(committed) >= 3:
+      break
+    time.sleep(0.02)
+  os.killpg(proc.pid, sig)
+  proc.communicate(timeout=30)
+  assert 3 <= len(committed) < 10, "the run was not interrupted midway"
+  assert not (out / "manifest.json").exists()
+  # Whatever shard is visible is complete: it equals the reference's shard.
+  visible = sorted((out / "train").glob("*.array_record")) if (out / "train").exists() else []
+  for shard in visible + sorted(out.glob("[tv]*/*.array_record")):
+    twin = reference / shard.relative_to(out)
+    assert shard.read_bytes() == twin.read_bytes()
+  # The same command again (here: the plain CLI, same recipe hash) finishes the job.
+  again = run_cli(f"--input={resume_folder}", "--recipe=generic", "--channels=Fp1,Cz,O1",
+                  f"--output={out}", "--workers=2")
+  assert again.returncode == 0, again.stderr
+  assert "already done" in again.stderr
+  assert tree_digest(out) == tree_digest(reference)
+  m = manifest_lib.read(out)
+  starts = [(r.recording, r.window_start) for s in m["shards"] for r in rec.read_split(out, s)]
+  assert len(starts) == len(set(starts)) == m["windows"] == 10 * 10
+
+
+def test_a_dying_worker_rejects_only_its_file(resume_folder, tmp_path):
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  for name in ("rec00", "rec01", "rec02", "rec03"):
+    (inputs / f"{name}.edf").write_bytes((resume_folder / f"{name}.edf").read_bytes())
+  (inputs / "crash_me.edf").write_bytes((resume_folder / "rec04.edf").read_bytes())
+  recipe = _fault_recipes.crashing(channels=["Fp1", "Cz", "O1"])
+  m = convert_lib.convert(str(inputs), recipe, tmp_path / "out", workers=2)
+  assert len(m["files"]) == 4 and m["windows"] == 40
+  assert [Path(r["path"]).name for r in m["rejected"]] == ["crash_me.edf"]
+  assert "worker process died" in m["rejected"][0]["reason"]
+  assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp-" in p.name]
+
+
+def test_changed_input_is_reconverted(tmp_path):
+  path = mk.write_edf(tmp_path / "in" / "a.edf", names=NAMES, duration_s=12, sfreq=128)
+  m1 = convert_lib.convert(str(path), _generic(), tmp_path / "out", 1)
+  mk.write_edf(path, names=NAMES, duration_s=20, sfreq=128, seed=9)
+  m2 = convert_lib.convert(str(path), _generic(), tmp_path / "out", 1)
+  assert (m1["windows"], m2["windows"]) == (3, 5)
+  assert m1["files"][0]["sha256"] != m2["files"][0]["sha256"]
