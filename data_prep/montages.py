@@ -71,7 +71,7 @@ def plan_derivation(outputs: Sequence[str], available: Sequence[str], reference:
   Sleep-EDF's ``Fpz-Cz``), otherwise derived from electrodes A and B (aliases allowed).
   ``reference="car"`` subtracts the mean of ``car_channels`` (default: every 10-05 electrode of
   the recording) from each electrode first. Raises MissingChannelsError naming every missing
-  electrode or pair.
+  electrode once (``"T3/T7"`` when either spelling would do).
   """
   needed: list[tuple[int, ...]] = []
   missing: list[str] = []
@@ -86,13 +86,14 @@ def plan_derivation(outputs: Sequence[str], available: Sequence[str], reference:
     for electrode in geometry.split_bipolar(out):
       i = chans.find_electrode(electrode, available)
       if i is None:
-        missing.append(electrode if electrode == out else f"{electrode} (for {out})")
+        alias = chans.ALIASES.get(electrode)
+        missing.append(f"{electrode}/{alias}" if alias else electrode)
       else:
         idx.append(i)
     needed.append(tuple(idx))
     direct.append(False)
   if missing:
-    raise chans.MissingChannelsError(sorted(set(missing), key=missing.index), available)
+    raise chans.MissingChannelsError(list(dict.fromkeys(missing)), available)
 
   car_idx: list[int] = []
   if reference == "car":

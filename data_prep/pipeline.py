@@ -114,6 +114,8 @@ def process_recording(path: str | Path, info: RecordingInfo, recipe: Recipe) -> 
   raw = recipe.open(path, info)
   if raw is None:
     raw = readers.open_raw(path)
+  if not raw.ch_names:
+    raise Rejected("no signal channels (an annotations-only file, such as a hypnogram)")
   sfreq = float(raw.info["sfreq"])
   n_times = int(raw.n_times)
   if n_times == 0:
