@@ -3,11 +3,13 @@
 ``make_recording`` builds one multi-channel recording (an ``mne.io.RawArray``, volts as MNE
 stores them, values in the tens of µV) from these components, all deterministic for a seed:
 
-* background: spatially correlated 1/f ("pink") noise, ~12 µV RMS per channel;
+* background: spatially correlated 1/f^1.6 noise (flattening below 1 Hz), ~12 µV RMS per
+  channel;
 * posterior alpha rhythm (per-subject frequency in 8.5–11.5 Hz), waxing and waning, strongest
   at O1/O2 and falling off over P3/P4/Pz, weak frontally;
 * eye blinks at Fp1/Fp2 (decaying backwards), 60–110 µV monophasic, ~300 ms;
-* muscle bursts over the temporal chain (broadband 20–100 Hz, 0.3–1.5 s);
+* muscle bursts over the temporal chain (broadband 20–100 Hz, 30–60 µV,
+  0.5–2 s, every 8–25 s);
 * occasional focal spike-and-slow-wave complexes;
 * line noise at ``line_freq`` (50 or 60 Hz);
 * labelled events (annotations named by class, ``CLASSES``) with class-specific patterns:
@@ -49,6 +51,9 @@ ELECTRODES_1020 = ("Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz",
 
 # Modern -> legacy names used by TUH-style files.
 _LEGACY = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}
+
+BACKGROUND_EXPONENT = 1.6
+"""Aperiodic exponent of the background PSD, ∝ 1/(f + 1 Hz)^exponent (scalp EEG: ~1–2)."""
 
 CLASSES = ("frontal_theta", "left_central_beta", "right_central_beta", "parietal_erp")
 """Event classes, in label-id order; annotation descriptions are these strings."""
@@ -112,12 +117,12 @@ def _spatial_weights(pos: np.ndarray, centre: np.ndarray, sigma_m: float) -> np.
 
 
 def _pink_noise(rng: np.random.Generator, n_channels: int, n_samples: int, sfreq: float,
-                knee_hz: float = 1.0) -> np.ndarray:
-  """[n_channels, n_samples] unit-RMS noise with PSD ∝ 1/(f + knee_hz) (1/f above the knee)."""
+                knee_hz: float = 1.0, exponent: float = 1.0) -> np.ndarray:
+  """[n_channels, n_samples] unit-RMS noise with PSD ∝ 1/(f + knee_hz)^exponent."""
   spec = rng.standard_normal((n_channels, n_samples // 2 + 1)) + 1j * rng.standard_normal(
       (n_channels, n_samples // 2 + 1))
   f = np.fft.rfftfreq(n_samples, 1.0 / sfreq)
-  spec *= 1.0 / np.sqrt(f + knee_hz)
+  spec *= (f + knee_hz) ** (-exponent / 2.0)
   spec[:, 0] = 0.0
   x = np.fft.irfft(spec, n=n_samples, axis=1)
   return x / x.std(axis=1, keepdims=True)
@@ -177,9 +182,9 @@ def make_recording(subject: int = 0, recording: int = 0, *, seed: int = 0,
   kernel = np.exp(-d2 / (2.0 * 0.045 ** 2))
   w, v = np.linalg.eigh(kernel)
   mix = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-  smooth = mix @ _pink_noise(rng, n_ch, n, sfreq)
+  smooth = mix @ _pink_noise(rng, n_ch, n, sfreq, exponent=BACKGROUND_EXPONENT)
   smooth /= smooth.std(axis=1, keepdims=True)
-  local = _pink_noise(rng, n_ch, n, sfreq)
+  local = _pink_noise(rng, n_ch, n, sfreq, exponent=BACKGROUND_EXPONENT)
   x = params.background_uv * (0.8 * smooth + 0.6 * local)
 
   # Posterior alpha: one waxing/waning generator, weighted towards O1/O2.
@@ -207,13 +212,13 @@ def make_recording(subject: int = 0, recording: int = 0, *, seed: int = 0,
   mt = rng.uniform(5.0, 30.0)
   while temporal and mt < duration_s - 2.0:
     side = temporal[:3] if rng.random() < 0.5 else temporal[3:]
-    length = int(rng.uniform(0.3, 1.5) * sfreq)
+    length = int(rng.uniform(0.5, 2.0) * sfreq)
     s = int(mt * sfreq)
     env = _bump(length)
     for e in side:
       burst = _band_noise(rng, length, sfreq, 20.0, min(100.0, sfreq / 2 - 1))
-      x[idx[e], s:s + length] += rng.uniform(10.0, 25.0) * env * burst
-    mt += rng.uniform(15.0, 45.0)
+      x[idx[e], s:s + length] += rng.uniform(30.0, 60.0) * env * burst
+    mt += rng.uniform(8.0, 25.0)
 
   # Occasional focal spike-and-slow-wave complexes.
   st = rng.uniform(20.0, 60.0)
