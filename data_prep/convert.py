@@ -234,7 +234,8 @@ def convert(inputs: str | Sequence[str], recipe: Recipe, out_dir: str | Path, wo
     new = run_local(todo, out_dir, recipe, workers, progress)
   progress.close()
   job.clean_temporaries(out_dir)  # what crashed workers left behind
-  states = [{k: v for k, v in s.items() if k != "seconds"} for s in done + new]
+  states = [{k: v for k, v in s.items() if k not in ("seconds", "cpu_seconds")}
+            for s in done + new]
   manifest = manifest_lib.build(recipe, states)
   manifest_lib.write(out_dir, manifest)
   return manifest

@@ -223,7 +223,7 @@ def convert_task(task: Task, out_dir: str | Path, recipe: Recipe) -> dict:
   started = state_path(out_dir, task.unit, ".started")
   started.parent.mkdir(parents=True, exist_ok=True)
   started.write_text(str(os.getpid()))
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   state = {"path": task.path, "unit": task.unit, "size": task.size, "mtime_ns": task.mtime_ns,
            "recipe_hash": recipe.config_hash, "status": "rejected", "reason": None,
            "shard": None, "windows": 0, "duration_s": 0.0}
@@ -254,7 +254,9 @@ def convert_task(task: Task, out_dir: str | Path, recipe: Recipe) -> dict:
   atomic_write_text(state_path(out_dir, task.unit),
                     json.dumps(state, sort_keys=True, separators=(",", ":")))
   started.unlink(missing_ok=True)
+  # Not persisted (timings would break byte-identical output): for progress and benchmarks.
   state["seconds"] = time.perf_counter() - t0
+  state["cpu_seconds"] = time.process_time() - c0
   return state
 
 
