@@ -14,7 +14,9 @@ Builders and what they write (details in each docstring):
 * ``build_tuev``: ``tuh_eeg_events/v2.0.1/edf/{train/<subject>, eval/<NNN>}/`` EDF + ``.rec``
   (+ one ``_ch000.lab``).
 * ``build_bcic2a``: BNCI Horizon ``.mat`` files (``A0<s>{T,E}.mat`` with ``data`` run
-  structs); GDF cannot be written by MNE, so the MAT distribution is the miniature.
+  structs); ``build_bcic2a_gdf``: the competition layout, ``A0<s>{T,E}.gdf`` written by
+  ``write_gdf`` (a minimal GDF 1.25 writer that MNE's ``read_raw_gdf`` reads; MNE cannot
+  write GDF) plus ``classlabel`` ``.mat`` label files.
 * ``build_seedv``: ``EEG_raw/<subject>_<session>_<date>.cnt`` Neuroscan CNT files written by
   ``write_cnt`` (a minimal CNT 3.x writer that MNE's ``read_raw_cnt`` reads), 66 channels at
   1000 Hz; the trial table is short and must be injected into the recipe (``SEEDV_TEST_TRIALS``).
@@ -250,6 +252,108 @@ def build_bcic2a(root, *, sfreq: float = 250.0) -> Path:
     for i, s in enumerate(structs):
       cell[0, i] = s
     scipy.io.savemat(base / f"{stem}.mat", {"data": cell})
+  return base
+
+
+# BCIC-IV-2a, competition GDF distribution.
+
+BCIC2A_GDF_LABELS = (("EEG-Fz", "EEG-0", "EEG-1", "EEG-2", "EEG-3", "EEG-4", "EEG-5", "EEG-C3",
+                      "EEG-6", "EEG-Cz", "EEG-7", "EEG-C4", "EEG-8", "EEG-9", "EEG-10",
+                      "EEG-11", "EEG-12", "EEG-13", "EEG-14", "EEG-Pz", "EEG-15", "EEG-16")
+                     + ("EOG-left", "EOG-central", "EOG-right"))
+"""The GDF channel labels of the competition files, in file order."""
+
+BCIC2A_GDF_FILES = {
+    # file stem -> labels (1-4) of the trials in each of two runs
+    "A01T": [[1, 2, 3, 4], [4, 3, 2, 1]],
+    "A01E": [[3, 3, 1, 2], [4, 1, 2, 4]],
+    "A07T": [[2, 2, 1, 1], [3, 4, 3, 4]],
+}
+"""The GDF miniature: 8 trials per file; A0xT also gets a ``classlabel`` file, A0xE needs one.
+A01T marks its second trial rejected (1023); A07T's third trial holds a run of samples at the
+physical minimum (how MNE returns GDF samples that BioSig reads as NaN)."""
+
+
+def write_gdf(path: Path, labels: Sequence[str], data_uv: np.ndarray, sfreq: int,
+              events: Sequence[tuple[int, int, int]]) -> Path:
+  """A GDF 1.25 file: int16 samples in 1-s records, physical range ±100 µV, event table mode 3.
+
+  ``events``: (0-based sample, type code, duration in samples). Layout as MNE's GDF 1.x
+  reader expects it: 256-byte fixed header, 256 bytes per channel header, data records
+  (each channel's samples of one second in turn), then the event table (mode 3: 1-based
+  uint32 positions, uint16 types, uint16 channels, uint32 durations).
+  """
+  n_ch, n = data_uv.shape
+  n_rec = n // sfreq
+  phys = 100.0
+  dig = 32767
+  fixed = bytearray(256)
+  fixed[0:8] = b"GDF 1.25"
+  fixed[8:88] = b"X X".ljust(80)
+  fixed[88:168] = b"BCI Competition IV 2a miniature".ljust(80)
+  fixed[168:184] = b"2005010112000000"
+  struct.pack_into("<q", fixed, 184, 256 * (n_ch + 1))
+  struct.pack_into("<q", fixed, 236, n_rec)
+  struct.pack_into("<II", fixed, 244, 1, 1)
+  struct.pack_into("<I", fixed, 252, n_ch)
+  channels = b"".join(
+      [lab.encode().ljust(16)[:16] for lab in labels] + [b" " * 80] * n_ch
+      + [b"uV".ljust(8)] * n_ch
+      + [struct.pack("<d", -phys)] * n_ch + [struct.pack("<d", phys)] * n_ch
+      + [struct.pack("<q", -dig)] * n_ch + [struct.pack("<q", dig)] * n_ch
+      + [b"HP:0.5Hz LP:100Hz N:50Hz".ljust(80)] * n_ch
+      + [struct.pack("<i", sfreq)] * n_ch + [struct.pack("<i", 3)] * n_ch  # int16
+      + [b"\0" * 32] * n_ch)
+  digital = np.clip(np.round(data_uv[:, :n_rec * sfreq] * dig / phys), -dig, dig)
+  records = digital.astype("<i2").reshape(n_ch, n_rec, sfreq).transpose(1, 0, 2)
+  pos = np.array([e[0] + 1 for e in events], dtype="<u4")
+  typ = np.array([e[1] for e in events], dtype="<u2")
+  chn = np.zeros(len(events), dtype="<u2")
+  dur = np.array([e[2] for e in events], dtype="<u4")
+  table = (struct.pack("<B", 3) + int(sfreq).to_bytes(3, "little")
+           + struct.pack("<I", len(events)) + pos.tobytes() + typ.tobytes() + chn.tobytes()
+           + dur.tobytes())
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(bytes(fixed))
+    f.write(channels)
+    f.write(records.tobytes())
+    f.write(table)
+  return path
+
+
+def build_bcic2a_gdf(root, *, sfreq: int = 250) -> Path:
+  """BCIC-IV-2a miniature in the competition GDF layout (``BCIC2A_GDF_FILES``).
+
+  Each run: event 32766 (new run) at its first sample, then per trial 768 (trial start,
+  every ``BCIC2A_TRIAL_S`` from ``BCIC2A_RUN_LEAD_S``) and at +2 s the cue 769–772 (T files)
+  or 783 (E files). Label files ``A0<s><T|E>.mat`` hold ``classlabel`` (n × 1, 1–4).
+  Returns ``root/BCICIV_2a_gdf``.
+  """
+  import scipy.io
+
+  base = Path(root) / "BCICIV_2a_gdf"
+  run_s = BCIC2A_RUN_LEAD_S + BCIC2A_TRIAL_S * 4 + 1.0
+  for k, (stem, runs) in enumerate(BCIC2A_GDF_FILES.items()):
+    evaluation = stem.endswith("E")
+    n_run = int(run_s * sfreq)
+    data = _signals_uv([900 + k], len(BCIC2A_GDF_LABELS), n_run * len(runs), sfreq) * 0.5
+    events = []
+    flat = [y for run in runs for y in run]
+    for r, run in enumerate(runs):
+      events.append((r * n_run, 32766, 0))
+      for j, y in enumerate(run):
+        start = r * n_run + int((BCIC2A_RUN_LEAD_S + BCIC2A_TRIAL_S * j) * sfreq)
+        events.append((start, 768, int(6 * sfreq)))
+        events.append((start + 2 * sfreq, 783 if evaluation else 768 + y, int(1.25 * sfreq)))
+        if stem == "A01T" and r == 0 and j == 1:
+          events.append((start, 1023, int(6 * sfreq)))
+        if stem == "A07T" and r == 0 and j == 2:
+          gap = start + 3 * sfreq
+          data[:, gap:gap + 10] = -100.0  # a run at the physical minimum
+    write_gdf(base / f"{stem}.gdf", BCIC2A_GDF_LABELS, data, sfreq, sorted(events))
+    scipy.io.savemat(base / f"{stem}.mat",
+                     {"classlabel": np.asarray(flat, dtype=np.uint8)[:, None]})
   return base
 
 

@@ -261,6 +261,48 @@ def test_bcic2a_cue_reference_and_label_files(mini, tmp_path):
     (root / "A02E.mat").unlink()
 
 
+def test_bcic2a_gdf_distribution(tmp_path):
+  root = miniature.build_bcic2a_gdf(tmp_path / "in")
+  out = tmp_path / "out"
+  m = run(root, out, "bcic2a")
+  check_common(m, out, "bcic2a", {"train": 16, "val": 8}, {"A01": "train", "A07": "val"})
+  assert m["rejected"] == []                       # the classlabel .mat files are not inputs
+  assert len(m["files"]) == 3
+  by_rec = collections.defaultdict(list)
+  for r in records(out, "train") + records(out, "val"):
+    by_rec[r.recording].append(r)
+  for stem, runs in miniature.BCIC2A_GDF_FILES.items():
+    recs = by_rec[stem]
+    # T labels from the cue codes 769-772, E labels from A01E.mat in cue order.
+    assert [r.label + 1 for r in recs] == [y for run in runs for y in run]
+    # Trial starts every 8 s from 3 s in runs of 36 s; window = trial start + 2 s.
+    assert [r.window_start_s for r in recs] == [5.0, 13.0, 21.0, 29.0, 41.0, 49.0, 57.0, 65.0]
+  # The GDF channels are renamed to 10-10 names before the bipolar derivation.
+  assert m["channels"] == list(geometry.BCIC2A16)
+  # Missing-value runs: kept by default, dropped on request (A07T's third trial).
+  m = run(root, tmp_path / "drop", "bcic2a", params={"missing_samples": "drop"})
+  assert m["counts"]["split"] == {"train": 16, "val": 7}
+  assert [r.window_start_s for r in records(tmp_path / "drop", "val")][:3] == [5.0, 13.0, 29.0]
+  check_deterministic(root, out, tmp_path, "bcic2a")
+
+
+def test_bcic2a_gdf_evaluation_without_labels_is_rejected(tmp_path):
+  root = miniature.build_bcic2a_gdf(tmp_path / "in")
+  (root / "A01E.mat").unlink()
+  m = run(root, tmp_path / "out", "bcic2a")
+  assert [Path(r["path"]).name for r in m["rejected"]] == ["A01E.gdf"]
+  assert "A01E.mat" in m["rejected"][0]["reason"]
+
+
+def test_bcic2a_missing_run_detector():
+  from data_prep.recipes import bcic2a
+  x = np.random.default_rng(0).normal(0, 10, (3, 200))
+  x[1, 50:55] = -100.0
+  x[2, 10] = -100.0                               # a single low sample is not a run
+  mask = bcic2a.find_missing_runs(x)
+  assert mask.sum() == 5 and mask[50:55].all()
+
+
 # ---------------------------------------------------------------------------------------------
 # SEED-V
 
