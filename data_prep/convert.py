@@ -213,6 +213,16 @@ def convert(inputs: str | Sequence[str], recipe: Recipe, out_dir: str | Path, wo
   """
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
+  lock = job.lock_output(out_dir)
+  try:
+    return _convert_locked(inputs, recipe, out_dir, workers, runner, beam_options,
+                           progress_interval_s)
+  finally:
+    lock.close()
+
+
+def _convert_locked(inputs, recipe, out_dir, workers, runner, beam_options,
+                    progress_interval_s) -> dict:
   job.check_recipe(out_dir, recipe)
   job.clean_temporaries(out_dir)
   files = job.discover(inputs, recipe)
@@ -254,7 +264,7 @@ def main(argv):
   try:
     manifest = convert(_INPUT.value, recipe, _OUTPUT.value, workers=_WORKERS.value,
                        runner=_RUNNER.value, beam_options=_BEAM_OPTIONS.value)
-  except job.RecipeMismatchError as e:
+  except (job.RecipeMismatchError, job.OutputBusyError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     return 2

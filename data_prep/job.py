@@ -65,6 +65,28 @@ class RecipeMismatchError(RuntimeError):
   """The output directory was made with another recipe configuration."""
 
 
+class OutputBusyError(RuntimeError):
+  """Another conversion is writing into the same output directory."""
+
+
+def lock_output(out_dir: Path):
+  """Hold an exclusive lock on ``DIR/.state/lock`` for this process (released at exit).
+
+  Returns the open lock file (keep a reference). Raises OutputBusyError if another running
+  conversion holds it: two runs into one DIR would delete each other's temporary files.
+  """
+  import fcntl  # pylint: disable=g-import-not-at-top  # POSIX only.
+  path = Path(out_dir) / STATE_DIR / "lock"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  handle = open(path, "a+")
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError as e:
+    handle.close()
+    raise OutputBusyError(f"another data_prep.convert is writing into {out_dir}") from e
+  return handle
+
+
 # ---------------------------------------------------------------------------------------------
 # Input discovery.
 

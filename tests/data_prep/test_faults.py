@@ -180,3 +180,14 @@ def test_changed_input_is_reconverted(tmp_path):
   m2 = convert_lib.convert(str(path), _generic(), tmp_path / "out", 1)
   assert (m1["windows"], m2["windows"]) == (3, 5)
   assert m1["files"][0]["sha256"] != m2["files"][0]["sha256"]
+
+
+def test_two_runs_into_one_output_are_refused(tmp_path):
+  path = mk.write_edf(tmp_path / "in" / "a.edf", names=NAMES, duration_s=12, sfreq=128)
+  held = job.lock_output(tmp_path / "out")
+  try:
+    with pytest.raises(job.OutputBusyError, match="another data_prep.convert"):
+      convert_lib.convert(str(path), _generic(), tmp_path / "out", 1)
+  finally:
+    held.close()
+  assert convert_lib.convert(str(path), _generic(), tmp_path / "out", 1)["windows"] == 3
