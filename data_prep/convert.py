@@ -34,6 +34,7 @@ from data_prep import montages
 from data_prep.progress import Progress
 from data_prep.recipes import get_recipe, recipe_names
 from data_prep.recipes.base import Recipe
+from neuript_jax import geometry
 
 FLAGS = flags.FLAGS
 
@@ -205,24 +206,30 @@ def run_local(tasks: Sequence[job.Task], out_dir: Path, recipe: Recipe, workers:
 
 def convert(inputs: str | Sequence[str], recipe: Recipe, out_dir: str | Path, workers: int = 0,
             runner: str = "local", beam_options: Sequence[str] = (),
-            progress_interval_s: float = 1.0) -> dict:
+            progress_interval_s: float = 1.0, run_stats: dict | None = None) -> dict:
   """Convert ``inputs`` with ``recipe`` into ``out_dir``; returns the manifest written.
 
   Resumes from ``out_dir``'s journal; raises job.RecipeMismatchError if ``out_dir`` was made
-  with another recipe configuration.
+  with another recipe configuration. If ``run_stats`` is a dict it receives this run's
+  ``converted_now`` (units converted by this run) and ``task_cpu_s`` (their CPU seconds,
+  summed over worker processes; local runner only).
   """
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   lock = job.lock_output(out_dir)
   try:
     return _convert_locked(inputs, recipe, out_dir, workers, runner, beam_options,
-                           progress_interval_s)
+                           progress_interval_s, run_stats)
   finally:
     lock.close()
 
 
 def _convert_locked(inputs, recipe, out_dir, workers, runner, beam_options,
-                    progress_interval_s) -> dict:
+                    progress_interval_s, run_stats) -> dict:
+  cfg = recipe.config
+  if cfg.channels and cfg.positions == "template":
+    # A channel the template cannot place is a setting error: fail before any work.
+    geometry.electrode_positions(cfg.channels, cfg.montage)
   job.check_recipe(out_dir, recipe)
   job.clean_temporaries(out_dir)
   files = job.discover(inputs, recipe)
@@ -243,6 +250,9 @@ def _convert_locked(inputs, recipe, out_dir, workers, runner, beam_options,
   else:
     new = run_local(todo, out_dir, recipe, workers, progress)
   progress.close()
+  if run_stats is not None:
+    run_stats["converted_now"] = len(new)
+    run_stats["task_cpu_s"] = sum(s.get("cpu_seconds", 0.0) for s in new)
   job.clean_temporaries(out_dir)  # what crashed workers left behind
   states = [{k: v for k, v in s.items() if k not in ("seconds", "cpu_seconds")}
             for s in done + new]
@@ -264,7 +274,7 @@ def main(argv):
   try:
     manifest = convert(_INPUT.value, recipe, _OUTPUT.value, workers=_WORKERS.value,
                        runner=_RUNNER.value, beam_options=_BEAM_OPTIONS.value)
-  except (job.RecipeMismatchError, job.OutputBusyError) as e:
+  except (job.RecipeMismatchError, job.OutputBusyError, geometry.UnknownChannelError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -153,7 +153,12 @@ def process_recording(path: str | Path, info: RecordingInfo, recipe: Recipe) -> 
   if cfg.positions == "recording":
     positions = recording_positions(raw, plan)
   else:
-    positions = template_positions(tuple(outputs), cfg.montage)
+    try:
+      positions = template_positions(tuple(outputs), cfg.montage)
+    except geometry.UnknownChannelError as e:
+      raise Rejected(f"no position in the {cfg.montage} template for channel(s) "
+                     f"{', '.join(e.names)} (use --positions=recording or another "
+                     "--montage)") from e
 
   records: list[Record] = []
   if inside:

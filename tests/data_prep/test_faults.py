@@ -191,3 +191,14 @@ def test_two_runs_into_one_output_are_refused(tmp_path):
   finally:
     held.close()
   assert convert_lib.convert(str(path), _generic(), tmp_path / "out", 1)["windows"] == 3
+
+
+def test_channel_without_template_position_is_a_setting_error(tmp_path):
+  from neuript_jax import geometry
+  path = mk.write_edf(tmp_path / "in" / "a.edf", names=NAMES, duration_s=12, sfreq=128)
+  with pytest.raises(geometry.UnknownChannelError, match="X9"):
+    convert_lib.convert(str(path), get_recipe("generic", channels=["Cz", "X9"]),
+                        tmp_path / "out", 1)
+  cli = run_cli(f"--input={path}", "--recipe=generic", "--channels=Cz,X9",
+                f"--output={tmp_path / 'cli'}")
+  assert cli.returncode == 2 and "X9" in cli.stderr
