@@ -29,7 +29,9 @@ pattern gains, so a subject-level split is meaningful.
     ...
 
 Every file carries the class annotations, so the same corpus serves pretraining (annotations
-ignored) and fine-tuning (labels from annotation descriptions, split by the ``sub-XX`` folder).
+ignored) and fine-tuning: the ``generic`` recipe with ``--label_source=annotations
+--label_map=<GENERIC_LABEL_MAP>`` labels one window per event, and its default subject id (the
+file stem up to the first ``_``) is ``sub-XX``, so its splits are subject-level.
 BrainVision files read back with descriptions prefixed ``Comment/`` (MNE's convention).
 
 CLI: ``python -m data_prep.synthetic --output=DIR [--n_subjects=6] [--recordings=3]
@@ -57,6 +59,10 @@ BACKGROUND_EXPONENT = 1.6
 
 CLASSES = ("frontal_theta", "left_central_beta", "right_central_beta", "parietal_erp")
 """Event classes, in label-id order; annotation descriptions are these strings."""
+
+GENERIC_LABEL_MAP = ",".join(f"{c}={c}" for c in CLASSES)
+"""``--label_map`` for ``python -m data_prep.convert --recipe=generic
+--label_source=annotations`` on a synthetic corpus (each annotation is its own class)."""
 
 # Centre electrode(s) of each class pattern and the spatial spread (metres).
 _CLASS_CENTRES = {

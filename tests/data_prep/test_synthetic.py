@@ -161,9 +161,9 @@ def test_corpus_through_pretrain_tcp20(corpus, tmp_path):
 
 def test_corpus_through_generic_with_annotation_labels(corpus, tmp_path):
   out, files = corpus
-  label_map = ",".join(f"{c}={c}" for c in synthetic.CLASSES)
   recipe = get_recipe("generic", channels=get_recipe("pretrain_tcp20").config.channels,
-                      params={"label_source": "annotations", "label_map": label_map,
+                      params={"label_source": "annotations",
+                              "label_map": synthetic.GENERIC_LABEL_MAP,
                               "split_rule": "lists",
                               "split_lists": "train=sub-01,val=sub-02,test=sub-03"})
   m = convert.convert(str(out), recipe, tmp_path / "gen", workers=1, progress_interval_s=1e9)
