@@ -41,7 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
-from data_prep.synthetic import _pink_noise
+from data_prep.synthetic import pink_noise
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers.
@@ -51,7 +51,7 @@ def _signals_uv(seed: Sequence[int], n_channels: int, n_samples: int, sfreq: flo
                 ) -> np.ndarray:
   """[n_channels, n_samples] float64 µV: pink noise (~10 µV RMS) plus a 10 Hz rhythm."""
   rng = np.random.default_rng(list(seed))
-  x = 10.0 * _pink_noise(rng, n_channels, max(n_samples, 2), sfreq)[:, :n_samples]
+  x = 10.0 * pink_noise(rng, n_channels, max(n_samples, 2), sfreq)[:, :n_samples]
   t = np.arange(n_samples) / sfreq
   amp = rng.uniform(5.0, 15.0, n_channels)[:, None]
   return x + amp * np.sin(2 * np.pi * 10.0 * t + rng.uniform(0, 6.3))[None, :]

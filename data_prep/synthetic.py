@@ -122,8 +122,8 @@ def _spatial_weights(pos: np.ndarray, centre: np.ndarray, sigma_m: float) -> np.
   return np.exp(-d2 / (2.0 * sigma_m ** 2))
 
 
-def _pink_noise(rng: np.random.Generator, n_channels: int, n_samples: int, sfreq: float,
-                knee_hz: float = 1.0, exponent: float = 1.0) -> np.ndarray:
+def pink_noise(rng: np.random.Generator, n_channels: int, n_samples: int, sfreq: float,
+               knee_hz: float = 1.0, exponent: float = 1.0) -> np.ndarray:
   """[n_channels, n_samples] unit-RMS noise with PSD ∝ 1/(f + knee_hz)^exponent."""
   spec = rng.standard_normal((n_channels, n_samples // 2 + 1)) + 1j * rng.standard_normal(
       (n_channels, n_samples // 2 + 1))
@@ -188,9 +188,9 @@ def make_recording(subject: int = 0, recording: int = 0, *, seed: int = 0,
   kernel = np.exp(-d2 / (2.0 * 0.045 ** 2))
   w, v = np.linalg.eigh(kernel)
   mix = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-  smooth = mix @ _pink_noise(rng, n_ch, n, sfreq, exponent=BACKGROUND_EXPONENT)
+  smooth = mix @ pink_noise(rng, n_ch, n, sfreq, exponent=BACKGROUND_EXPONENT)
   smooth /= smooth.std(axis=1, keepdims=True)
-  local = _pink_noise(rng, n_ch, n, sfreq, exponent=BACKGROUND_EXPONENT)
+  local = pink_noise(rng, n_ch, n, sfreq, exponent=BACKGROUND_EXPONENT)
   x = params.background_uv * (0.8 * smooth + 0.6 * local)
 
   # Posterior alpha: one waxing/waning generator, weighted towards O1/O2.
