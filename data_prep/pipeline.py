@@ -214,6 +214,7 @@ def _cut_windows(signal: np.ndarray, t0: float, specs: Sequence[WindowSpec], cfg
   """Windows of ``signal`` (starting at time t0 s) that pass the artefact rules, as Records."""
   rate = cfg.target_rate_hz
   width = cfg.window_samples
+  recipe_hash = recipe.config_hash
   out = []
   for spec in specs:
     i = int(round((spec.start_s - t0) * rate))
@@ -235,5 +236,5 @@ def _cut_windows(signal: np.ndarray, t0: float, specs: Sequence[WindowSpec], cfg
         session=info.session, recording=info.recording,
         window_start=int(round(spec.start_s * rate)), window_start_s=float(spec.start_s),
         label=int(spec.label), label_name=spec.label_name, split=info.split,
-        recipe_hash=recipe.config_hash))
+        recipe_hash=recipe_hash))
   return out

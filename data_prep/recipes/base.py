@@ -70,6 +70,7 @@ workers): keep hook state in ``config`` / ``info.extra``, not in open handles.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -166,9 +167,9 @@ class RecipeConfig:
     return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"),
                       default=_json_default)
 
-  @property
+  @functools.cached_property
   def config_hash(self) -> str:
-    """First 16 hex digits of the SHA-256 of ``canonical_json()``."""
+    """First 16 hex digits of the SHA-256 of ``canonical_json()`` (computed once)."""
     return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
   @property
