@@ -96,3 +96,13 @@ def test_shard_options_are_random_access(tmp_path):
   shards.write_shard(tmp_path / "x.array_record", [_record(0)])
   reader = array_record_module.ArrayRecordReader(str(tmp_path / "x.array_record"))
   assert "group_size:1," in reader.writer_options_string() + ","
+
+
+def test_grain_array_record_data_source_reads_the_shards(tmp_path):
+  grain = pytest.importorskip("grain.python")
+  recs = [_record(i) for i in range(5)]
+  shards.write_shard(tmp_path / "val" / "a.array_record", recs[:2])
+  shards.write_shard(tmp_path / "val" / "b.array_record", recs[2:])
+  source = grain.ArrayRecordDataSource([str(p) for p in rec.split_shards(tmp_path, "val")])
+  assert len(source) == 5
+  assert [rec.decode(source[i]).subject for i in (4, 0, 2)] == ["s4", "s0", "s2"]
