@@ -186,7 +186,7 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str) -> None:
     np.savez(path, **state_dict)
   elif path.endswith((".pth", ".pt")):
     import torch
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()},
+    torch.save({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()},
                path)
   else:
     raise ValueError(f"{path}: expected a .npz, .pth or .pt file")

@@ -30,8 +30,9 @@ def dummy_inputs(cfg: ModelConfig, stage: int, batch: int = 1):
 
 
 def init_variables(cfg: ModelConfig, stage: int, key):
-  """Boxed variables (with logical-axis metadata) for sharding rules."""
-  return build_model(cfg, stage).init({"params": key}, *dummy_inputs(cfg, stage))
+  """Boxed variables (with logical-axis metadata) for sharding rules (jit-compiled init)."""
+  model = build_model(cfg, stage)
+  return jax.jit(lambda k: model.init({"params": k}, *dummy_inputs(cfg, stage)))(key)
 
 
 def init_params(cfg: ModelConfig, stage: int, key):
