@@ -131,6 +131,17 @@ def recipe_overrides_from_flags() -> dict:
 _WORKER_STATE: dict = {}
 
 
+class WorkerStartupError(RuntimeError):
+  """Worker processes die before converting anything (an environment problem, not a file's)."""
+
+  def __init__(self):
+    super().__init__(
+        "worker processes die before converting any file. If you call "
+        "data_prep.convert.convert() from a script, put the call under "
+        "`if __name__ == \"__main__\":` (workers are started with multiprocessing's "
+        "forkserver and import the main module); otherwise check memory limits.")
+
+
 def _init_worker(out_dir: str, recipe: Recipe) -> None:
   _WORKER_STATE["out_dir"] = out_dir
   _WORKER_STATE["recipe"] = recipe
@@ -178,7 +189,9 @@ def run_local(tasks: Sequence[job.Task], out_dir: Path, recipe: Recipe, workers:
     pool.shutdown(wait=True, cancel_futures=True)
     return [left[u] for u in sorted(left)]
 
+  stalls = 0
   while queue:
+    n_before = len(states)
     left = run_pool(queue, max(1, min(workers, len(queue))))
     queue, suspects = [], []
     for t in left:
@@ -192,10 +205,19 @@ def run_local(tasks: Sequence[job.Task], out_dir: Path, recipe: Recipe, workers:
         suspects.append(t)
       else:
         queue.append(t)
+    if left and not suspects and len(states) == n_before:
+      stalls += 1  # Workers died before starting any task.
+      if stalls >= 2:
+        raise WorkerStartupError()
+    else:
+      stalls = 0
     for t in suspects:
       logging.warning("a worker died while %s was in flight; retrying it alone", t.path)
       if run_pool([t], 1):
-        job.state_path(out_dir, t.unit, ".started").unlink(missing_ok=True)
+        marker = job.state_path(out_dir, t.unit, ".started")
+        if not marker.exists():
+          raise WorkerStartupError()
+        marker.unlink()
         state = job.reject_crashed(t, out_dir, recipe)
         states.append(state)
         progress.update(state)
@@ -274,7 +296,8 @@ def main(argv):
   try:
     manifest = convert(_INPUT.value, recipe, _OUTPUT.value, workers=_WORKERS.value,
                        runner=_RUNNER.value, beam_options=_BEAM_OPTIONS.value)
-  except (job.RecipeMismatchError, job.OutputBusyError, geometry.UnknownChannelError) as e:
+  except (job.RecipeMismatchError, job.OutputBusyError, geometry.UnknownChannelError,
+          WorkerStartupError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -8,15 +8,23 @@ person understands. MNE returns volts; ``MICROVOLTS_PER_VOLT`` converts (the pip
 only the channels it needs, then scales).
 
 Supported: EDF/EDF+ (``.edf``), BDF (``.bdf``), FIF (``.fif``, ``.fif.gz``), BrainVision
-(``.vhdr``), EEGLAB (``.set``), Neuroscan (``.cnt``), GDF (``.gdf``). BIDS datasets are read
-through their data files (``sub-*/eeg/*_eeg.edf`` etc.), which a recursive input finds.
+(``.vhdr``), EEGLAB (``.set``), Neuroscan (``.cnt``), GDF (``.gdf``).
+
+BIDS: a data file named like ``sub-01[_ses-x]_task-y_eeg.<ext>`` below a folder holding
+``dataset_description.json`` is read with MNE-BIDS (``read_raw_bids``), so the sidecars apply:
+channel types and bad channels from ``channels.tsv``, digitised positions from
+``electrodes.tsv`` (``--positions=recording``), line frequency. If MNE-BIDS cannot read the
+sidecars, the file is read as a plain recording (and a warning is logged).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
+
+from absl import logging
 
 from data_prep.recipes.base import Rejected
 
@@ -100,6 +108,37 @@ def check_edf_size(path: Path, fmt: str) -> None:
                    f"{size} bytes")
 
 
+_BIDS_NAME = re.compile(r"^sub-[A-Za-z0-9]+(_[a-z]+-[A-Za-z0-9]+)*_(eeg|ieeg|meg)$")
+
+
+def bids_entities(path: str | os.PathLike) -> dict[str, str]:
+  """BIDS key-value entities of a file name (``sub``, ``ses``, ``task``, ``run``...); {} if none."""
+  stem = Path(path).name.split(".")[0]
+  if not _BIDS_NAME.match(stem):
+    return {}
+  return dict(part.split("-", 1) for part in stem.split("_")[:-1])
+
+
+def bids_root(path: str | os.PathLike) -> Path | None:
+  """The BIDS dataset folder above a BIDS-named data file, or None."""
+  path = Path(path)
+  if not bids_entities(path):
+    return None
+  for parent in path.parents:
+    if (parent / "dataset_description.json").is_file():
+      return parent
+  return None
+
+
+def _read_bids(path: Path, root: Path):
+  import mne_bids  # pylint: disable=g-import-not-at-top
+  bids_path = mne_bids.get_bids_path_from_fname(path)
+  bids_path.root = root
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    return mne_bids.read_raw_bids(bids_path, verbose="error")
+
+
 def open_raw(path: str | os.PathLike):
   """MNE Raw (preload=False) for a recording; raises Rejected with a readable reason."""
   import mne  # Lazy import: MNE is heavy.
@@ -117,6 +156,18 @@ def open_raw(path: str | os.PathLike):
       "eeglab": lambda p: mne.io.read_raw_eeglab(p, preload=False, verbose="error"),
       "cnt": lambda p: mne.io.read_raw_cnt(p, preload=False, verbose="error"),
   }
+  root = bids_root(path)
+  if root is not None:
+    try:
+      raw = _read_bids(path, root)
+      if raw.n_times == 0:
+        raise Rejected("zero-length recording (no samples)")
+      return raw
+    except Rejected:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # Sidecar trouble: plain read.
+      logging.warning("MNE-BIDS could not read %s (%s: %s); reading it without sidecars",
+                      path, type(e).__name__, e)
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")

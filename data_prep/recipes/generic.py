@@ -16,14 +16,16 @@ Settings (``--set`` / the convert flags):
 * ``params.split_rule``: ``hash`` (subject-level, ``params.split_fractions``, default
   ``train=0.8,val=0.1,test=0.1``) or ``lists`` (``params.split_lists``,
   ``"train=s1;s2,val=s3,test=s4"``; unlisted subjects go to train);
-* ``params.subject_pattern``: regex with one group applied to the relative path (default: the
-  file stem up to its first ``_``, or EEGMMIDB ``S001`` from ``S001R01``).
+* ``params.subject_pattern``: regex with one group applied to the relative path (default: BIDS
+  ``sub-XX`` (and ``ses-YY`` as session) for BIDS file names, EEGMMIDB ``S001`` from
+  ``S001R01``, else the file stem up to its first ``_``).
 """
 
 from __future__ import annotations
 
 import re
 
+from data_prep import readers
 from data_prep.recipes import base
 
 CONFIG = base.RecipeConfig(
@@ -79,6 +81,9 @@ class Generic(base.Recipe):
       if not m:
         raise base.Rejected(f"subject_pattern {pattern!r} does not match {rel!r}")
       return m.group(1)
+    bids = readers.bids_entities(path)
+    if bids:
+      return f"sub-{bids['sub']}"
     m = re.match(r"^(S\d{3})R\d+$", path.stem)
     return m.group(1) if m else path.stem.split("_")[0]
 
@@ -90,7 +95,8 @@ class Generic(base.Recipe):
                                                parse_pairs(p["split_fractions"]).items()})
     else:
       split = base.split_by_lists(subject, parse_pairs(p["split_lists"], ";"), default="train")
-    info = base.RecordingInfo(dataset=self.config.dataset, subject=subject,
+    session = readers.bids_entities(path).get("ses", "")
+    info = base.RecordingInfo(dataset=self.config.dataset, subject=subject, session=session,
                               recording=base.recording_id(path, root), split=split)
     if p["label_source"] == "folder":
       folder = path.parent.name

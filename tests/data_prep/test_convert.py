@@ -234,3 +234,24 @@ def test_helpfull_documents_every_flag():
                "--positions", "--notch_hz", "--set", "--label_source", "--split_rule",
                "--beam_options"):
     assert flag in out, flag
+
+
+def test_bids_dataset_ids_and_digitised_positions(tmp_path):
+  mne_bids = pytest.importorskip("mne_bids")
+  names = ["Fp1", "Fp2", "Cz", "O1", "O2"]
+  pos = mne.channels.make_standard_montage("colin27_1020").get_positions()
+  digitised = {n: pos["ch_pos"][n] + np.array([0.004, 0.0, 0.0]) for n in names}
+  raw = mk.make_raw(names, duration_s=20, sfreq=128)
+  raw.set_montage(mne.channels.make_dig_montage(
+      ch_pos=digitised, nasion=pos["nasion"], lpa=pos["lpa"], rpa=pos["rpa"],
+      coord_frame="head"))
+  for sub in ("01", "02"):
+    bids_path = mne_bids.BIDSPath(subject=sub, session="a", task="rest", datatype="eeg",
+                                  root=tmp_path / "bids")
+    mne_bids.write_raw_bids(raw, bids_path, format="EDF", allow_preload=True, verbose="error")
+  recipe = get_recipe("generic", positions="recording")
+  m = convert_lib.convert(str(tmp_path / "bids"), recipe, tmp_path / "out", workers=1)
+  assert m["rejected"] == []
+  assert [(f["subject"], f["session"], f["windows"]) for f in m["files"]] == [
+      ("sub-01", "a", 5), ("sub-02", "a", 5)]
+  np.testing.assert_allclose(m["positions"], [digitised[n] for n in names], atol=1e-6)

@@ -202,3 +202,16 @@ def test_channel_without_template_position_is_a_setting_error(tmp_path):
   cli = run_cli(f"--input={path}", "--recipe=generic", "--channels=Cz,X9",
                 f"--output={tmp_path / 'cli'}")
   assert cli.returncode == 2 and "X9" in cli.stderr
+
+
+def test_workers_that_die_at_startup_stop_the_run_with_advice(tmp_path):
+  """A script without a main guard re-runs itself in every worker: reported, not looped."""
+  path = mk.write_edf(tmp_path / "in" / "a.edf", names=NAMES, duration_s=12, sfreq=128)
+  script = tmp_path / "unguarded.py"
+  script.write_text(
+      "from data_prep import convert\nfrom data_prep.recipes import get_recipe\n"
+      f"convert.convert({str(path)!r}, get_recipe('generic'), {str(tmp_path / 'out')!r}, 2)\n")
+  proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
+                        text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+  assert proc.returncode != 0
+  assert "worker processes die before converting any file" in proc.stderr
