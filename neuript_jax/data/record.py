@@ -32,7 +32,10 @@ Byte layout of ``encode``: ``b"NRPT"``, a little-endian uint32 header length ``H
 bytes of UTF-8 JSON (sorted keys; every field except the two arrays, plus their shapes),
 then ``signal`` as little-endian float32 C-order bytes, then ``positions`` likewise. No
 pickle anywhere. Shards are ArrayRecord files (``group_size:1``, so random access reads one
-record); ``ShardReader`` and ``read_split`` are the documented readers.
+record); ``ShardReader`` and ``read_split`` are the documented readers. A grain pipeline
+reads the same shards with
+``grain.python.ArrayRecordDataSource([str(p) for p in split_shards(dir, split)])`` and maps
+``decode`` over the bytes (``decode`` is a plain module function, so it pickles).
 """
 
 from __future__ import annotations
