@@ -40,6 +40,7 @@ reads the same shards with
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import struct
@@ -126,14 +127,41 @@ def decode(data: bytes) -> Record:
 
 
 class ShardReader:
-  """Random access over a list of ArrayRecord shards: ``len(r)``, ``r[i] -> Record``."""
+  """Random access over ArrayRecord shards: ``len(r)``, ``r[i] -> Record``, iteration.
 
-  def __init__(self, paths: Sequence[str | Path]):
-    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  Shards are opened lazily and at most ``max_open`` stay open (least recently used closed
+  first), so a split of tens of thousands of per-recording shards does not exhaust file
+  handles. ``sizes`` (records per shard, e.g. from the manifest) avoids opening every shard
+  to count it. Picklable (open handles are not pickled), so it can serve as a grain
+  ``RandomAccessDataSource`` in worker processes.
+  """
+
+  def __init__(self, paths: Sequence[str | Path], sizes: Sequence[int] | None = None,
+               max_open: int = 64):
     self.paths = [str(p) for p in paths]
-    self._readers = [array_record_module.ArrayRecordReader(p) for p in self.paths]
-    self._sizes = np.array([r.num_records() for r in self._readers], dtype=np.int64)
+    self.max_open = max(1, int(max_open))
+    self._open: collections.OrderedDict = collections.OrderedDict()
+    if sizes is None:
+      sizes = []
+      for k in range(len(self.paths)):
+        sizes.append(self._reader(k).num_records())
+    if len(sizes) != len(self.paths):
+      raise ValueError(f"{len(sizes)} sizes for {len(self.paths)} shards")
+    self._sizes = np.asarray(sizes, dtype=np.int64)
     self._ends = np.cumsum(self._sizes)
+
+  def _reader(self, k: int):
+    reader = self._open.get(k)
+    if reader is None:
+      from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+      reader = array_record_module.ArrayRecordReader(self.paths[k])
+      self._open[k] = reader
+      while len(self._open) > self.max_open:
+        _, oldest = self._open.popitem(last=False)
+        oldest.close()
+    else:
+      self._open.move_to_end(k)
+    return reader
 
   def __len__(self) -> int:
     return int(self._ends[-1]) if len(self._ends) else 0
@@ -144,20 +172,25 @@ class ShardReader:
       raise IndexError(f"record {index} out of range [0, {len(self)})")
     shard = int(np.searchsorted(self._ends, index, side="right"))
     local = index - (int(self._ends[shard - 1]) if shard else 0)
-    return self._readers[shard].read([local])[0]
+    return self._reader(shard).read([local])[0]
 
   def __getitem__(self, index: int) -> Record:
     return decode(self.read_bytes(index))
 
   def __iter__(self) -> Iterator[Record]:
-    for reader in self._readers:
-      for data in reader.read_all():
+    for k in range(len(self.paths)):
+      for data in self._reader(k).read_all():
         yield decode(data)
 
   def close(self):
-    for r in self._readers:
-      r.close()
-    self._readers = []
+    for reader in self._open.values():
+      reader.close()
+    self._open.clear()
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_open"] = collections.OrderedDict()
+    return state
 
   def __enter__(self):
     return self
@@ -180,6 +213,19 @@ def split_shards(directory: str | Path, split: str) -> list[Path]:
   return sorted((directory / split).glob(f"*{SHARD_SUFFIX}"))
 
 
-def read_split(directory: str | Path, split: str) -> ShardReader:
-  """A ShardReader over every shard of ``split`` in a ``data_prep`` output directory."""
-  return ShardReader(split_shards(directory, split))
+def read_split(directory: str | Path, split: str, max_open: int = 64) -> ShardReader:
+  """A ShardReader over every shard of ``split`` in a ``data_prep`` output directory.
+
+  Record counts come from the manifest when it lists them, so no shard is opened up front.
+  """
+  directory = Path(directory)
+  paths = split_shards(directory, split)
+  sizes = None
+  manifest = directory / "manifest.json"
+  if manifest.exists():
+    counts = {f.get("shard"): f.get("windows") for f in
+              json.loads(manifest.read_text()).get("files", [])}
+    rel = [p.relative_to(directory).as_posix() for p in paths]
+    if all(counts.get(r) is not None for r in rel):
+      sizes = [counts[r] for r in rel]
+  return ShardReader(paths, sizes=sizes, max_open=max_open)

@@ -106,3 +106,17 @@ def test_grain_array_record_data_source_reads_the_shards(tmp_path):
   source = grain.ArrayRecordDataSource([str(p) for p in rec.split_shards(tmp_path, "val")])
   assert len(source) == 5
   assert [rec.decode(source[i]).subject for i in (4, 0, 2)] == ["s4", "s0", "s2"]
+
+
+def test_reader_bounds_open_files_and_pickles(tmp_path):
+  import pickle
+  recs = [_record(i) for i in range(6)]
+  for k in range(3):
+    shards.write_shard(tmp_path / "train" / f"{k}.array_record", recs[2 * k:2 * k + 2])
+  reader = rec.ShardReader(sorted((tmp_path / "train").glob("*.array_record")), max_open=2)
+  assert [reader[i].subject for i in (0, 5, 2, 4, 1, 3)] == ["s0", "s5", "s2", "s4", "s1", "s3"]
+  assert len(reader._open) <= 2
+  clone = pickle.loads(pickle.dumps(reader))
+  assert len(clone) == 6 and clone[5].subject == "s5"
+  sized = rec.ShardReader(reader.paths, sizes=[2, 2, 2])
+  assert len(sized._open) == 0 and sized[3].subject == "s3"
