@@ -198,12 +198,19 @@ def load_state(out_dir: Path, task: Task, recipe_hash: str) -> dict | None:
 
 
 def check_recipe(out_dir: Path, recipe: Recipe) -> None:
-  """Pin the recipe of ``out_dir``; raise RecipeMismatchError if another one made it."""
+  """Pin the recipe (and engine version) of ``out_dir``; raise RecipeMismatchError if another
+  recipe configuration or engine version made it."""
   p = Path(out_dir) / STATE_DIR / RECIPE_STATE
   mine = {"name": recipe.name, "hash": recipe.config_hash,
-          "config": json.loads(recipe.config.canonical_json())}
+          "config": json.loads(recipe.config.canonical_json()),
+          "engine_version": pipeline.ENGINE_VERSION}
   if p.exists():
     theirs = json.loads(p.read_text())
+    if theirs.get("engine_version") != mine["engine_version"]:
+      raise RecipeMismatchError(
+          f"{out_dir} was written by data_prep engine version {theirs.get('engine_version')}; "
+          f"this is version {mine['engine_version']}, whose windows differ. Use a new "
+          "--output directory.")
     if theirs["hash"] != mine["hash"]:
       diff = sorted(k for k in set(mine["config"]) | set(theirs["config"])
                     if mine["config"].get(k) != theirs["config"].get(k))

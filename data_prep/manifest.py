@@ -2,7 +2,8 @@
 
 Fields (all counts are windows written unless said otherwise):
 
-* ``schema_version``: record schema version (``neuript_jax.data.record.SCHEMA_VERSION``).
+* ``schema_version``: record schema version (``neuript_jax.data.record.SCHEMA_VERSION``);
+  ``engine_version``: version of the signal path (``data_prep.pipeline.ENGINE_VERSION``).
 * ``recipe``: ``{"name", "hash", "config"}`` -- the full recipe configuration.
 * ``sampling_rate`` (Hz), ``window_samples``, ``montage``, ``positions_source``
   (``template``/``recording``).
@@ -30,6 +31,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from data_prep import pipeline
 from neuript_jax.data import record as record_lib
 
 MANIFEST = "manifest.json"
@@ -74,6 +76,7 @@ def build(recipe, states: Sequence[dict]) -> dict:
   total = sum(split_counts.values())
   return {
       "schema_version": record_lib.SCHEMA_VERSION,
+      "engine_version": pipeline.ENGINE_VERSION,
       "recipe": {"name": recipe.name, "hash": recipe.config_hash,
                  "config": json.loads(cfg.canonical_json())},
       "dataset": cfg.dataset,

@@ -40,6 +40,11 @@ from data_prep.recipes.base import (Recipe, RecordingContext, RecordingInfo, Rej
 from neuript_jax import geometry
 from neuript_jax.data.record import Record
 
+# Version of the signal path. Bump it whenever a code change alters the windows written for
+# an unchanged recipe config: an output directory made by another engine version is then
+# refused on resume instead of silently mixing two processings.
+ENGINE_VERSION = 1
+
 # Extra seconds read around the needed span so the FIR filters' edge transients fall outside
 # the windows (MNE's 0.1 Hz high-pass has a ~33 s kernel, i.e. ~16.5 s each side).
 FILTER_MARGIN_S = 20.0

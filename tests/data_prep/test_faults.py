@@ -215,3 +215,13 @@ def test_workers_that_die_at_startup_stop_the_run_with_advice(tmp_path):
                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
   assert proc.returncode != 0
   assert "worker processes die before converting any file" in proc.stderr
+
+
+def test_output_of_another_engine_version_is_refused(tmp_path, monkeypatch):
+  from data_prep import pipeline
+  path = mk.write_edf(tmp_path / "in" / "a.edf", names=NAMES, duration_s=12, sfreq=128)
+  m = convert_lib.convert(str(path), _generic(), tmp_path / "out", 1)
+  assert m["engine_version"] == pipeline.ENGINE_VERSION
+  monkeypatch.setattr(pipeline, "ENGINE_VERSION", pipeline.ENGINE_VERSION + 1)
+  with pytest.raises(job.RecipeMismatchError, match="engine version"):
+    convert_lib.convert(str(path), _generic(), tmp_path / "out", 1)
