@@ -154,12 +154,31 @@ def make_tasks(files: Iterable[tuple[Path, Path]], recipe: Recipe) -> list[Task]
       task.info = recipe.describe(path, root)
     except Rejected as e:
       task.reject_reason = e.reason
+    except Exception as e:  # pylint: disable=broad-except  # One odd path must not stop a run.
+      logging.exception("recipe %s could not describe %s", recipe.name, path)
+      task.reject_reason = (f"the {recipe.name} recipe could not parse this path "
+                            f"({type(e).__name__}: {e})")
     tasks.append(task)
   described = [t for t in tasks if t.info is not None]
   infos = list(recipe.assign_splits([t.info for t in described]))
   for t, info in zip(described, infos):
     t.info = info
+    problem = _info_problem(info)
+    if problem:
+      logging.error("recipe %s described %s badly: %s", recipe.name, t.path, problem)
+      t.info, t.reject_reason = None, f"the {recipe.name} recipe gave {problem}"
   return tasks
+
+
+def _info_problem(info: RecordingInfo) -> str | None:
+  """What is wrong with a recipe's RecordingInfo (ids must be strings, split non-empty)."""
+  for field in ("dataset", "subject", "session", "recording", "split"):
+    value = getattr(info, field)
+    if not isinstance(value, str) or (field in ("subject", "split") and not value):
+      return f"an invalid {field} ({value!r})"
+  if not isinstance(info.label, int):
+    return f"an invalid label ({info.label!r})"
+  return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ class Generic(base.Recipe):
     pattern = self.config.params.get("subject_pattern")
     if pattern:
       m = re.search(pattern, rel)
-      if not m:
+      if not m or not m.group(1):
         raise base.Rejected(f"subject_pattern {pattern!r} does not match {rel!r}")
       return m.group(1)
     bids = readers.bids_entities(path)

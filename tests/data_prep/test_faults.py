@@ -225,3 +225,38 @@ def test_output_of_another_engine_version_is_refused(tmp_path, monkeypatch):
   monkeypatch.setattr(pipeline, "ENGINE_VERSION", pipeline.ENGINE_VERSION + 1)
   with pytest.raises(job.RecipeMismatchError, match="engine version"):
     convert_lib.convert(str(path), _generic(), tmp_path / "out", 1)
+
+
+def test_a_recipe_bug_on_one_path_rejects_only_that_file(tmp_path):
+  for name in ("S001R01.edf", "odd.edf"):
+    mk.write_edf(tmp_path / "in" / name, names=NAMES, duration_s=12, sfreq=128)
+  # A subject pattern that matches only EEGMMIDB names: group(1) fails on the other file.
+  recipe = _generic(**{"params.subject_pattern": r"(S\d{3})|odd"})
+  m = convert_lib.convert(str(tmp_path / "in"), recipe, tmp_path / "out", 1)
+  assert [Path(f["path"]).name for f in m["files"]] == ["S001R01.edf"]
+  assert m["files"][0]["subject"] == "S001"
+  assert m["rejected"][0]["path"].endswith("odd.edf")
+  assert "does not match" in m["rejected"][0]["reason"]
+
+
+class _SloppyRecipe(_fault_recipes.generic.Generic):
+  """A buggy recipe: no subject for one file, an exception for another."""
+
+  def describe(self, path, root):
+    info = super().describe(path, root)
+    if path.stem == "nosubject":
+      info.subject = None
+    if path.stem == "boom":
+      raise KeyError("boom")
+    return info
+
+
+def test_buggy_recipe_hooks_reject_files_not_the_run(tmp_path):
+  for name in ("good.edf", "nosubject.edf", "boom.edf"):
+    mk.write_edf(tmp_path / "in" / name, names=NAMES, duration_s=12, sfreq=128)
+  recipe = _SloppyRecipe(_generic().config)
+  m = convert_lib.convert(str(tmp_path / "in"), recipe, tmp_path / "out", 1)
+  assert [Path(f["path"]).name for f in m["files"]] == ["good.edf"]
+  reasons = {Path(r["path"]).name: r["reason"] for r in m["rejected"]}
+  assert "invalid subject (None)" in reasons["nosubject.edf"]
+  assert "could not parse this path (KeyError" in reasons["boom.edf"]
