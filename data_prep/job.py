@@ -209,11 +209,21 @@ def load_state(out_dir: Path, task: Task, recipe_hash: str) -> dict | None:
   except (OSError, ValueError):
     return None
   if (state.get("size") != task.size or state.get("mtime_ns") != task.mtime_ns
-      or state.get("recipe_hash") != recipe_hash or state.get("path") != task.path):
+      or state.get("recipe_hash") != recipe_hash or state.get("path") != task.path
+      or state.get("task_digest") != task_digest(task)):
     return None
   if state.get("shard") and not (Path(out_dir) / state["shard"]).exists():
     return None
   return state
+
+
+def task_digest(task: Task) -> str:
+  """Digest of what the recipe decided for a file before reading it (ids, split, label,
+  extra, or the rejection): a rerun whose decision differs (e.g. a split rule over a grown
+  subject list) reconverts the file instead of keeping a stale shard."""
+  decided = dataclasses.asdict(task.info) if task.info is not None else task.reject_reason
+  text = json.dumps(decided, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_recipe(out_dir: Path, recipe: Recipe) -> None:
@@ -272,9 +282,14 @@ def convert_task(task: Task, out_dir: str | Path, recipe: Recipe) -> dict:
   started.parent.mkdir(parents=True, exist_ok=True)
   started.write_text(str(os.getpid()))
   t0, c0 = time.perf_counter(), time.process_time()
+  previous = state_path(out_dir, task.unit)
+  try:
+    old_shard = json.loads(previous.read_text()).get("shard") if previous.exists() else None
+  except (OSError, ValueError):
+    old_shard = None
   state = {"path": task.path, "unit": task.unit, "size": task.size, "mtime_ns": task.mtime_ns,
            "recipe_hash": recipe.config_hash, "status": "rejected", "reason": None,
-           "shard": None, "windows": 0, "duration_s": 0.0}
+           "shard": None, "windows": 0, "duration_s": 0.0, "task_digest": task_digest(task)}
   try:
     state["sha256"] = sha256_file(task.path)
     if task.info is None:
@@ -301,6 +316,8 @@ def convert_task(task: Task, out_dir: str | Path, recipe: Recipe) -> dict:
     logging.warning("rejected %s: %s", task.path, state["reason"])
   atomic_write_text(state_path(out_dir, task.unit),
                     json.dumps(state, sort_keys=True, separators=(",", ":")))
+  if old_shard and old_shard != state["shard"]:
+    (out_dir / old_shard).unlink(missing_ok=True)  # e.g. the file moved to another split
   started.unlink(missing_ok=True)
   # Not persisted (timings would break byte-identical output): for progress and benchmarks.
   state["seconds"] = time.perf_counter() - t0
@@ -312,6 +329,7 @@ def reject_crashed(task: Task, out_dir: str | Path, recipe: Recipe) -> dict:
   """Commit a rejection for an input whose worker process died while converting it alone."""
   state = {"path": task.path, "unit": task.unit, "size": task.size, "mtime_ns": task.mtime_ns,
            "recipe_hash": recipe.config_hash, "status": "rejected", "shard": None,
+           "task_digest": task_digest(task),
            "windows": 0, "duration_s": 0.0, "sha256": sha256_file(task.path),
            "reason": "the worker process died while converting this file (killed, out of "
                      "memory, or a crash in a reader library)"}

@@ -260,3 +260,29 @@ def test_buggy_recipe_hooks_reject_files_not_the_run(tmp_path):
   reasons = {Path(r["path"]).name: r["reason"] for r in m["rejected"]}
   assert "invalid subject (None)" in reasons["nosubject.edf"]
   assert "could not parse this path (KeyError" in reasons["boom.edf"]
+
+
+class _MovesS2ToVal(_fault_recipes.generic.Generic):
+  """Same config as the generic recipe, but subject s2 is put in val."""
+
+  def describe(self, path, root):
+    info = super().describe(path, root)
+    info.split = "val" if info.subject == "s2" else info.split
+    return info
+
+
+def test_a_changed_split_decision_moves_the_file_on_rerun(tmp_path):
+  for subject in ("s1", "s2"):
+    mk.write_edf(tmp_path / "in" / f"{subject}_rest.edf", names=NAMES, duration_s=12,
+                 sfreq=128)
+  first = convert_lib.convert(str(tmp_path / "in"), _generic(**{
+      "params.split_rule": "lists", "params.split_lists": "test=s2"}), tmp_path / "out", 1)
+  assert first["counts"]["split"] == {"test": 3, "train": 3}
+  # The same recipe config (hash) but a different decision, as a sorted-fraction rule would
+  # make after new subjects arrive: simulate it with a recipe whose describe moves s2.
+  recipe = _MovesS2ToVal(_generic(**{"params.split_rule": "lists",
+                             "params.split_lists": "test=s2"}).config)
+  m = convert_lib.convert(str(tmp_path / "in"), recipe, tmp_path / "out", 0)
+  assert m["counts"]["split"] == {"train": 3, "val": 3}
+  assert not list((tmp_path / "out" / "test").glob("*.array_record"))
+  assert len(rec.read_split(tmp_path / "out", "val")) == 3
