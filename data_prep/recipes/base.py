@@ -30,6 +30,13 @@ Hooks (all optional; the defaults suit "every EEG file is one unlabelled recordi
   label files. Return None for the default: sliding windows of ``window_s`` every
   ``stride_s`` between the edge trims, each labelled with ``info.label``.
 
+Errors: raise ``Rejected(reason)`` from any hook for a file that cannot be used; the reason goes
+to the manifest. Any other exception from a hook also rejects only that file (logged with its
+traceback, reason "could not parse this path" or "internal error"), so a recipe bug on one odd
+path never stops a corpus run. ``describe`` must return string ids and a non-empty subject and
+split. A resumed run re-runs ``describe``/``assign_splits`` and reconverts any file whose
+decision (ids, split, label, extra) changed.
+
 Channel names in ``RecipeConfig.channels`` are canonical 10-05 names (``"Cz"``) or bipolar
 ``"A-B"`` pairs (``"Fp1-F7"``). A bipolar output is taken from the recording when it holds a
 channel of that exact name (Sleep-EDF's ``EEG Fpz-Cz``), else derived as A minus B. Legacy and
