@@ -115,7 +115,7 @@ def main(argv):
   cpu_unit = time.process_time() - t0
   rows.append(("pretrain_tcp20 unit of work, in-process", cpu_unit, "CPU"))
 
-  walls = {}
+  walls, overlap = {}, {}
   for workers in (1, 2):
     out = work / f"convert_w{workers}"
     shutil.rmtree(out, ignore_errors=True)
@@ -125,6 +125,8 @@ def main(argv):
                             run_stats=stats)
     walls[workers] = time.perf_counter() - t0
     cpu = stats["task_cpu_s"] + time.process_time() - c0
+    overlap[workers] = (stats["task_wall_s"] / walls[workers],
+                        stats["task_cpu_s"] / stats["task_wall_s"])
     rows.append((f"convert --workers={workers}: CPU of workers + driver", cpu, "CPU"))
     rows.append((f"convert --workers={workers}: wall clock", walls[workers], "wall"))
 
@@ -137,6 +139,9 @@ def main(argv):
   for name, sec, kind in rows:
     print(f"| {name} | {sec:.2f} ({kind}) | {hours / (sec / 60):.1f} | {sec / cpu_bare:.2f}x |")
   print(f"\nspeed-up 1 -> 2 workers: {walls[1] / walls[2]:.2f}x")
+  for workers, (concurrency, share) in overlap.items():
+    print(f"workers={workers}: tasks in flight on average {concurrency:.2f}; CPU share of a core "
+          f"each task got {share:.2f}")
   if tmp:
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -233,8 +233,8 @@ def convert(inputs: str | Sequence[str], recipe: Recipe, out_dir: str | Path, wo
 
   Resumes from ``out_dir``'s journal; raises job.RecipeMismatchError if ``out_dir`` was made
   with another recipe configuration. If ``run_stats`` is a dict it receives this run's
-  ``converted_now`` (units converted by this run) and ``task_cpu_s`` (their CPU seconds,
-  summed over worker processes; local runner only).
+  ``converted_now`` (units converted by this run), ``task_cpu_s`` and ``task_wall_s`` (their
+  CPU and wall seconds, summed over worker processes; local runner only).
   """
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,6 +275,7 @@ def _convert_locked(inputs, recipe, out_dir, workers, runner, beam_options,
   if run_stats is not None:
     run_stats["converted_now"] = len(new)
     run_stats["task_cpu_s"] = sum(s.get("cpu_seconds", 0.0) for s in new)
+    run_stats["task_wall_s"] = sum(s.get("seconds", 0.0) for s in new)
   job.clean_temporaries(out_dir)  # what crashed workers left behind
   states = [{k: v for k, v in s.items() if k not in ("seconds", "cpu_seconds")}
             for s in done + new]
