@@ -1,0 +1,58 @@
+"""Run a few pretraining steps on a given mesh and print losses + shardings as JSON.
+
+Used by tests/test_sharding.py in a subprocess, because the simulated device count must be set
+(XLA_FLAGS=--xla_force_host_platform_device_count=8) before JAX is imported.
+usage: python tests/_sharded_run.py DATA FSDP EXPERT TENSOR [N_DEVICES]
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+from neuript_jax.configs import pretrain as pretrain_config
+from neuript_jax.configs.common import to_model_config
+from neuript_jax.train import mesh as mesh_lib
+from neuript_jax.train import pretrain
+
+
+def main():
+  shape = [int(a) for a in sys.argv[1:5]]
+  n_dev = int(sys.argv[5]) if len(sys.argv) > 5 else int(np.prod(shape))
+  jax.config.update("jax_default_matmul_precision", "highest")
+  config = pretrain_config.get_config()
+  config.model.T = 32
+  config.model.d_model = 32
+  config.model.merge_layers = (1, 2, 2)
+  config.model.enc_expert = (0, 2, 8)
+  config.model.dec_expert = (0, 0, 0, 0)
+  config.model.cross_expert = (0, 0, 0, 0)
+  config.model.dropout = 0.0
+  config.total_steps = 4
+  model_cfg = to_model_config(config.model)
+  mesh = mesh_lib.make_mesh(shape, jax.devices()[:n_dev])
+  state, train_step, _, _ = pretrain.setup(config, model_cfg, mesh)
+  rng = np.random.default_rng(0)
+  losses = []
+  for _ in range(config.total_steps):
+    x = rng.standard_normal((8, model_cfg.T, model_cfg.data_dim)).astype(np.float32)
+    gb = jax.device_put({"x": x}, {"x": mesh_lib.batch_sharding(mesh, 3)})
+    state, m = train_step(state, gb)
+    losses.append(float(m["loss"]))
+  p = state["params"]
+  experts = p["encoder"]["encode_blocks_2"]["encode_layers_0"]["MLP1"]["experts"]["wi_kernel"]
+  qk = p["encoder"]["encode_blocks_0"]["encode_layers_0"]["time_attention"]["query_projection"][
+      "kernel"]
+  print(json.dumps({
+      "losses": losses,
+      "expert_spec": str(experts.sharding.spec),
+      "expert_shard_shape": list(experts.sharding.shard_shape(experts.shape)),
+      "qk_spec": str(qk.sharding.spec),
+      "qk_shard_shape": list(qk.sharding.shard_shape(qk.shape)),
+      "devices": len(mesh.devices.flat),
+  }))
+
+
+if __name__ == "__main__":
+  main()
