@@ -130,6 +130,11 @@ class ModelConfig:
       elif isinstance(v, list):
         v = tuple(v)
       kw[k] = v
+    # Absent decoder expert lists mean "all zero", one entry per decoder layer (blocks + 1),
+    # also when the encoder does not have the default 6 blocks.
+    if "merge_layers" in kw:
+      for name in ("dec_expert", "cross_expert"):
+        kw.setdefault(name, (0,) * (len(kw["merge_layers"]) + 1))
     cfg = cls(**kw)
     if "data_dim" in d and int(d["data_dim"]) != cfg.data_dim:
       raise ValueError(f"config data_dim {d['data_dim']} != {cfg.data_dim} channels of "
