@@ -37,7 +37,7 @@ def shards(tmp_path_factory):
 
 def command(workdir, shards, *extra):
   return [sys.executable, "-m", "launch.pretrain", f"--workdir={workdir}",
-          f"--config.data.sources=({{'path': '{shards}', 'weight': 1.0}},)", *FAST, *extra]
+          f"--config.data.sources=(('{shards}', 1.0),)", *FAST, *extra]
 
 
 def losses(workdir):

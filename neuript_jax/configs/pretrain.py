@@ -2,7 +2,7 @@
 
 Run:  python -m launch.pretrain                      (workdir defaults to ./runs/pretrain_demo)
       python -m launch.pretrain --config=neuript_jax/configs/pretrain.py \
-          --config.model.d_model=768 --config.data.sources='({"path": "/data/tuh_tcp20", "weight": 1.0},)'
+          --config.model.d_model=768 --config.data.sources="(('/data/tuh_tcp20', 1.0),)"
 Expected (2-core CPU, embedded default): 150 steps in about 5 minutes including compilation;
 the AAMP reconstruction loss (A-law units, metrics.jsonl) falls from about 1.0 to about 0.5.
 Paper setting (REFERENCE.md §5.2): --config.model=paper sizes, batch 480, 400K steps, lr 3e-4.
@@ -25,7 +25,11 @@ def get_config():
                          T=64, data="Stage1", dropout=0.1)
   c.masking = masking.default_masking_config()
 
-  c.data = pipeline.default_data_config()
+  data = pipeline.default_data_config().to_dict()
+  # A tuple so that it can be overridden on the command line:
+  #   --config.data.sources="(('/data/tuh_tcp20', 3.0), ('/data/seed_tcp20', 1.0))"
+  data["sources"] = ()
+  c.data = ml_collections.ConfigDict(data)
   c.data.global_batch_size = 8
   c.data.window_len = 64
   c.eval_split = "val"

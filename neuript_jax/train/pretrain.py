@@ -53,7 +53,7 @@ def prepare_synthetic(workdir: str, cfg) -> str:
 def data_configs(config, workdir: str):
   train_cfg = config.data.copy_and_resolve_references()
   if not train_cfg.sources:
-    train_cfg.sources = [{"path": prepare_synthetic(workdir, config.synthetic), "weight": 1.0}]
+    train_cfg.sources = ((prepare_synthetic(workdir, config.synthetic), 1.0),)
   eval_cfg = train_cfg.copy_and_resolve_references()
   eval_cfg.split = config.eval_split
   eval_cfg.shuffle = False
@@ -219,3 +219,37 @@ def evaluate(eval_step, params, data_cfg, n_batches: int, mesh, seed: int) -> di
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + float(v)
   return {k: v / n_batches for k, v in sums.items()}
+
+
+def aot_compile(config, model_cfg, mesh, rules=mesh_lib.DEFAULT_RULES):
+  """Ahead-of-time compile the train step for `mesh` from shapes only (no parameters are
+  materialised), e.g. the paper preset on a simulated pod. Returns the jax Compiled object;
+  `.memory_analysis()` gives per-device bytes."""
+  import flax.linen as nn
+
+  tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
+  model = build_model(model_cfg, 1)
+  boxed = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
+                                            *dummy_inputs(model_cfg, 1)))
+  p_shard = mesh_lib.param_shardings(boxed["params"], mesh, rules)
+  params = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  nn.unbox(boxed["params"]), p_shard)
+  rep = mesh_lib.replicated(mesh)
+  opt_shard = jax.tree_util.tree_map(
+      lambda s: s if isinstance(s, jax.sharding.NamedSharding) else rep,
+      jax.jit(tx.init).lower(params).compile().output_shardings)
+  opt_state = jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      jax.eval_shape(tx.init, params), opt_shard)
+  state = {"params": params, "opt_state": opt_state,
+           "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
+           "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)}
+  state_shard = jax.tree_util.tree_map(lambda x: x.sharding, state)
+  batch = {"x": jax.ShapeDtypeStruct((config.data.global_batch_size, model_cfg.T,
+                                      model_cfg.data_dim), jnp.float32,
+                                     sharding=mesh_lib.batch_sharding(mesh, 3))}
+  step = jax.jit(step_lib.make_train_step(model_cfg, config.masking, tx, schedule,
+                                          config.loss_p, config.aux_weight),
+                 in_shardings=(state_shard, {"x": batch["x"].sharding}),
+                 out_shardings=(state_shard, rep), donate_argnums=(0,))
+  return step.lower(state, batch).compile()
