@@ -63,8 +63,6 @@ class ModelConfig:
       raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
     if self.T % self.seg_len:
       raise ValueError(f"T {self.T} is not divisible by seg_len {self.seg_len}")
-    if not 0 <= self.c_layers <= len(self.merge_layers):
-      raise ValueError(f"c_layers {self.c_layers} must be in 0..{len(self.merge_layers)}")
     if self.data is None and self.channels is None:
       raise ValueError("set either `data` (a reference dataset key) or `channels`")
 
@@ -104,6 +102,10 @@ class ModelConfig:
         geometry.electrode_positions(self.channel_names, self.channel_montage))
 
   def iilp_groups(self) -> tuple[tuple[int, ...], ...]:
+    """The IILP head's channel groups (stage 2); checks c_layers against the block count."""
+    if not 0 <= self.c_layers <= len(self.merge_layers):
+      raise ValueError(f"c_layers {self.c_layers} must be in 0..{len(self.merge_layers)} "
+                       f"(the encoder has {len(self.merge_layers)} blocks)")
     return geometry.lobe_groups(self.part, self.data_dim, self.data)
 
   def n_logits(self) -> int:
