@@ -1,0 +1,82 @@
+"""Stage-2 fine-tuning with IILP (REFERENCE.md §4, §5.3), the embedded default.
+
+Run:  python -m launch.finetune                       (workdir defaults to ./runs/finetune_demo)
+      python -m launch.finetune --config=neuript_jax/configs/finetune.py --workdir=DIR \
+          --config.init_from=runs/pretrain_demo --config.data.sources="(('/data/tuev', 1.0),)" \
+          --config.model.data=TUEV --config.model.num_classes=6 ...
+
+Embedded default (no flags): the encoder of the pretraining demo (`runs/pretrain_demo` if it
+exists, else pretrained first into <workdir>/pretrain with the default pretrain config) is
+fine-tuned on a labelled synthetic corpus (a second corpus, other subjects than the
+pretraining one) converted with the `generic` recipe: the 20 TCP bipolar channels, one 4 s
+window per annotated event, 4 classes (data_prep.synthetic.CLASSES), subject-level
+train/val/test. Windows are cropped to their first second (T=64) like the pretraining demo.
+Expected (2-core CPU): a few minutes; test balanced accuracy far above the 0.25 of chance.
+
+`init_from`: "pretrain_demo" (the default described above), an orbax pretraining workdir
+(stage-1 `enc_value_embedding` + `encoder` params are taken), a reference `.pth`/`.npz`
+(encoder and embedding tensors only, through neuript_jax.convert), or "" (from scratch).
+"""
+
+import ml_collections
+
+from neuript_jax.configs.common import model_config
+
+
+def get_config():
+  from neuript_jax.data import pipeline
+
+  c = ml_collections.ConfigDict()
+  c.name = "finetune_tiny_synthetic"
+  # Must match the pretrained encoder (same sizes as configs/pretrain.py); the head is new.
+  c.model = model_config(d_model=32, n_heads=4, d_ff=32, hidden_dim=32, hidden_dim_shared=32,
+                         T=64, data="Stage1", num_classes=4, part="Functional", c_layers=6,
+                         dropout=0.1)
+
+  data = pipeline.default_data_config().to_dict()
+  # A tuple so that it can be overridden on the command line:
+  #   --config.data.sources="(('/data/tuev_shards', 1.0),)"
+  # Empty: the synthetic labelled corpus below is written and converted under <workdir>/data.
+  data["sources"] = ()
+  c.data = ml_collections.ConfigDict(data)
+  c.data.global_batch_size = 16
+  c.data.window_len = 64          # None = whole windows (set model.T to match)
+  c.val_split = "val"
+  c.test_split = "test"
+  c.eval_batch_size = 64          # padded: every eval batch has this shape
+
+  c.synthetic = ml_collections.ConfigDict(dict(
+      n_subjects=10, recordings=2, minutes=5.0, seed=1,
+      split_lists=("train=sub-01;sub-02;sub-03;sub-04;sub-05;sub-06,"
+                   "val=sub-07;sub-08,test=sub-09;sub-10")))
+
+  # "pretrain_demo" | orbax workdir | reference .pth/.npz | "" (from scratch)
+  c.init_from = "pretrain_demo"
+  c.pretrain_demo_dir = "runs/pretrain_demo"   # reused if it holds checkpoints
+
+  c.loss = "bal_bce"              # or "cross_entropy"
+  c.bal_bce_k = 0.1               # K of Bal-BCE (Table 15: 0-0.3)
+  c.label_smoothing = 0.0
+  c.aux_weight = 0.8
+
+  c.optim = ml_collections.ConfigDict(dict(
+      schedule="onecycle", lr=2e-3, pct_start=0.15, div_factor=25.0, final_div_factor=1e4,
+      min_lr=1e-5, b1=0.9, b2=0.98, eps=1e-8, weight_decay=5e-3, clip_norm=100.0))
+
+  c.epochs = 6                    # total_steps = epochs * (train records // batch) ...
+  c.total_steps = 0               # ... unless this is > 0
+  c.freeze_epochs = 0             # head-only epochs first (encoder updates zeroed)
+  c.eval_every = 0                # validation every N steps; 0 = once per epoch
+  c.select_metric = "balanced_accuracy"  # any compute_metrics key, or "nll" (lower is better)
+  c.early_stopping_patience = 0   # stop after N validations without improvement; 0 = never
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, expert=1, tensor=1))
+  c.logical_axis_rules = ml_collections.FieldReference(None, field_type=tuple)
+
+  c.log_every = 10
+  c.checkpoint_every = 0          # 0 = at every validation
+  c.keep_checkpoints = 2
+  c.async_checkpoint = True
+  c.nonfinite = "skip"            # or "stop"
+  c.seed = 0
+  return c

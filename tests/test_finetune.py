@@ -1,0 +1,196 @@
+"""Fine-tuning end to end on tiny labelled synthetic shards (3-block model, T=32): results.json
+with the metric names, selection on validation only, head-only epochs, init_from a reference
+.npz (and a mismatched one failing with the tensor names), launch.evaluate, and a SIGKILL
+resume that gives the uninterrupted run's losses and results."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+MODEL = [
+    "--config.model.T=32", "--config.data.window_len=32",
+    "--config.model.merge_layers=(1,2,2)", "--config.model.enc_expert=(0,2,4)",
+    "--config.model.dec_expert=(0,0,0,0)", "--config.model.cross_expert=(0,0,0,0)",
+    "--config.model.c_layers=3",
+]
+RUN = [
+    "--config.data.global_batch_size=8", "--config.eval_batch_size=16",
+    "--config.total_steps=6", "--config.eval_every=2", "--config.log_every=1",
+    "--config.freeze_epochs=1", "--config.async_checkpoint=false",
+]
+METRICS = ("balanced_accuracy", "cohen_kappa", "weighted_f1", "auroc", "auc_pr",
+           "average_precision", "confusion_matrix")
+
+
+def model_cfg(**kw):
+  from neuript_jax.model import ModelConfig
+  base = dict(d_model=32, n_heads=4, d_ff=32, hidden_dim=32, hidden_dim_shared=32, T=32,
+              data="Stage1", num_classes=4, merge_layers=(1, 2, 2), enc_expert=(0, 2, 4),
+              dec_expert=(0,) * 4, cross_expert=(0,) * 4, c_layers=3)
+  base.update(kw)
+  return ModelConfig(**base)
+
+
+def reference_npz(path, cfg, seed):
+  """A stage-1 reference-format state_dict (random values) for `cfg`, as convert writes it."""
+  import jax
+  from neuript_jax import convert
+  rng = np.random.default_rng(seed)
+  params = jax.tree_util.tree_map(lambda s: rng.normal(0, 0.1, s.shape).astype(np.float32),
+                                  convert.param_template(cfg, 1))
+  convert.save_state_dict(convert.to_reference(params, cfg, stage=1), str(path))
+  return params
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+  """generic recipe, annotation labels, TCP-20: 4 subjects x 2 min, one subject per val/test."""
+  from data_prep import convert, montages, synthetic
+  from data_prep.recipes import get_recipe
+  root = tmp_path_factory.mktemp("finetune_data")
+  synthetic.write_corpus(root / "raw", n_subjects=4, recordings=1, minutes=2.0, seed=3)
+  recipe = get_recipe("generic", channels=montages.MONTAGES["tcp20"], montage="standard_1020",
+                      params={"label_source": "annotations",
+                              "label_map": synthetic.GENERIC_LABEL_MAP, "split_rule": "lists",
+                              "split_lists": "train=sub-01;sub-02,val=sub-03,test=sub-04"})
+  manifest = convert.convert(str(root / "raw"), recipe, root / "shards", workers=1)
+  assert manifest["counts"]["split"]["train"] >= 24
+  return str(root / "shards")
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+  path = tmp_path_factory.mktemp("ref") / "stage1.npz"
+  params = reference_npz(path, model_cfg(), seed=0)
+  return str(path), params
+
+
+def command(workdir, shards, init_from, *extra):
+  return [sys.executable, "-m", "launch.finetune", f"--workdir={workdir}",
+          f"--config.data.sources=(('{shards}', 1.0),)", f"--config.init_from={init_from}",
+          *MODEL, *RUN, *extra]
+
+
+def env():
+  # Subprocesses share compiled programs through JAX's persistent cache (same HLO).
+  e = dict(os.environ)
+  e.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".pytest_cache", "jax_cache"))
+  e.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  return e
+
+
+def run(cmd, timeout=900):
+  res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                       env=env())
+  assert res.returncode == 0, res.stderr[-4000:]
+  return res
+
+
+def train_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return {r["step"]: r for r in rows if "loss" in r}, [r for r in rows if "val_nll" in r]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shards, npz, tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp("ft_a"))
+  res = run(command(wd, shards, npz[0]))
+  return wd, res.stderr
+
+
+def test_results_json_and_selection_on_validation(uninterrupted):
+  wd, log = uninterrupted
+  assert "initialised the encoder from" in log
+  with open(os.path.join(wd, "results.json")) as f:
+    results = json.load(f)
+  for split in ("validation", "test"):
+    assert set(METRICS) <= set(results[split]), results[split].keys()
+    assert np.array(results[split]["confusion_matrix"]).shape == (4, 4)
+  train, vals = train_rows(wd)
+  assert sorted(train) == list(range(1, 7))
+  # Head-only first epoch: the encoder is frozen for steps_per_epoch steps.
+  spe = json.load(open(os.path.join(wd, "finetune_config.json")))["steps_per_epoch"]
+  assert [train[s]["frozen"] for s in range(1, 7)] == [1] * min(spe, 6) + [0] * (6 - min(spe, 6))
+  # The selected step is the first best validation score; no test metric was ever logged.
+  assert [v["step"] for v in vals] == [2, 4, 6]
+  best = max(vals, key=lambda v: v["val_balanced_accuracy"])
+  assert results["selected_step"] == best["step"]
+  assert results["validation"]["balanced_accuracy"] == pytest.approx(
+      best["val_balanced_accuracy"])
+  assert not any(k.startswith("test") for r in vals for k in r)
+
+
+def test_init_from_reference_npz_loads_encoder(npz):
+  import jax
+  from neuript_jax.train import finetune
+  cfg = model_cfg()
+  template = finetune.param_shapes(cfg)
+  loaded = finetune.load_encoder_params(npz[0], cfg, template)
+  want = npz[1]
+  assert set(loaded) == {"enc_value_embedding", "encoder"}
+  for k in loaded:
+    for a, b in zip(jax.tree_util.tree_leaves(loaded[k]), jax.tree_util.tree_leaves(want[k])):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_init_from_mismatched_npz_names_tensors(tmp_path):
+  from neuript_jax.train import finetune
+  other = tmp_path / "other.npz"
+  reference_npz(other, model_cfg(merge_layers=(1, 1, 2)), seed=1)   # block 1 without merging
+  with pytest.raises(finetune.InitError) as e:
+    finetune.load_encoder_params(str(other), model_cfg(), finetune.param_shapes(model_cfg()))
+  assert "encoder.encode_blocks.1.merge_layer" in str(e.value)
+  # An orbax-style param tree with a wrongly shaped tensor is refused the same way.
+  import jax
+  tree = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, np.float32),
+                                finetune.param_shapes(model_cfg(d_model=16, n_heads=4,
+                                                                d_ff=16, hidden_dim=16,
+                                                                hidden_dim_shared=16)))
+  with pytest.raises(finetune.InitError, match="enc_value_embedding/linear/kernel"):
+    finetune.check_encoder_fit(tree, finetune.param_shapes(model_cfg()), "ckpt")
+
+
+def test_evaluate_launcher_reproduces_test_metrics(uninterrupted, shards):
+  from launch import evaluate
+  wd, _ = uninterrupted
+  m = evaluate.evaluate(wd, [shards], "test", batch_size=16)
+  with open(os.path.join(wd, "results.json")) as f:
+    want = json.load(f)["test"]
+  for k in METRICS:
+    assert m[k] == pytest.approx(want[k], abs=1e-6) if k != "confusion_matrix" else \
+        m[k] == want[k]
+
+
+def test_sigkill_then_resume_gives_identical_run(shards, npz, uninterrupted, tmp_path):
+  wd_a, _ = uninterrupted
+  wd = str(tmp_path / "ft_b")
+  proc = subprocess.Popen(command(wd, shards, npz[0]), cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env=env())
+  target = os.path.join(wd, "checkpoints", "2")
+  start = time.time()
+  while not os.path.isdir(target):
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert time.time() - start < 600, "no checkpoint appeared"
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(wd, "results.json"))
+  res = run(command(wd, shards, npz[0]))
+  assert "resumed from" in res.stderr
+  want, _ = train_rows(wd_a)
+  got, _ = train_rows(wd)
+  for step in range(1, 7):
+    assert got[step]["loss"] == want[step]["loss"], step
+  a = json.load(open(os.path.join(wd_a, "results.json")))
+  b = json.load(open(os.path.join(wd, "results.json")))
+  assert a["selected_step"] == b["selected_step"]
+  assert a["test"] == b["test"]
