@@ -2,7 +2,7 @@
 
 Used by tests/test_sharding.py in a subprocess, because the simulated device count must be set
 (XLA_FLAGS=--xla_force_host_platform_device_count=8) before JAX is imported.
-usage: python tests/_sharded_run.py DATA FSDP EXPERT TENSOR [N_DEVICES]
+usage: python -m tests._sharded_run D,F,E,T [D,F,E,T ...]   (one JSON line per mesh)
 """
 
 import json
@@ -18,9 +18,13 @@ from neuript_jax.train import pretrain
 
 
 def main():
-  shape = [int(a) for a in sys.argv[1:5]]
-  n_dev = int(sys.argv[5]) if len(sys.argv) > 5 else int(np.prod(shape))
   jax.config.update("jax_default_matmul_precision", "highest")
+  for arg in sys.argv[1:]:
+    shape = [int(a) for a in arg.split(",")]
+    run(shape, int(np.prod(shape)))
+
+
+def run(shape, n_dev):
   config = pretrain_config.get_config()
   config.model.T = 32
   config.model.d_model = 32
@@ -51,7 +55,7 @@ def main():
       "qk_spec": str(qk.sharding.spec),
       "qk_shard_shape": list(qk.sharding.shard_shape(qk.shape)),
       "devices": len(mesh.devices.flat),
-  }))
+  }), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ from neuript_jax.model.attention import attention_mask_from_tokens
 from neuript_jax.model.moe import MoE
 from neuript_jax.model.tsa import SegMerging
 
+# Three blocks keep compile times short; the full 6-block model is covered by the golden tests.
 TINY = ModelConfig(d_model=24, n_heads=2, d_ff=24, hidden_dim=16, hidden_dim_shared=24, T=32,
-                   dropout=0.0, data="TUEV", num_classes=3)
+                   dropout=0.0, data="TUEV", num_classes=3, merge_layers=(1, 2, 2),
+                   enc_expert=(0, 2, 4), dec_expert=(0, 2, 0, 0), cross_expert=(0, 0, 2, 0),
+                   c_layers=3)
 
 
 def swiglu_np(x, wi, bi, wo, bo):

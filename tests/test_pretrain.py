@@ -116,3 +116,34 @@ def test_init_from_loads_params_not_optimizer(shards, uninterrupted, tmp_path):
   res = run(command(wd, shards, f"--config.init_from={src}", "--config.total_steps=2"))
   assert "initialising params from" in res.stderr
   assert sorted(losses(wd)) == [1, 2]          # a fresh run: step counter not restored
+
+
+def test_nonfinite_step_is_skipped_and_never_changes_params():
+  import jax
+  import numpy as np
+  from neuript_jax.configs import pretrain as pretrain_config
+  from neuript_jax.configs.common import to_model_config
+  from neuript_jax.train import mesh as mesh_lib
+  from neuript_jax.train import pretrain
+
+  config = pretrain_config.get_config()
+  config.model.T = 32
+  config.model.merge_layers = (1, 2, 2)
+  config.model.enc_expert = (0, 2, 4)
+  config.model.dec_expert = config.model.cross_expert = (0, 0, 0, 0)
+  model_cfg = to_model_config(config.model)
+  mesh = mesh_lib.make_mesh([1, 1, 1, 1], jax.devices()[:1])
+  state, train_step, _, _ = pretrain.setup(config, model_cfg, mesh)
+  before = jax.tree_util.tree_map(np.asarray, state["params"])
+  x = np.random.default_rng(0).standard_normal((8, 32, 20)).astype(np.float32)
+  bad = x.copy()
+  bad[0, 3, 5] = np.nan
+  state, m = train_step(state, {"x": bad})
+  assert int(m["finite"]) == 0 and int(state["step"]) == 1
+  for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(state["params"])):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  state, m = train_step(state, {"x": x})
+  assert int(m["finite"]) == 1 and np.isfinite(float(m["loss"]))
+  changed = any(not np.array_equal(a, np.asarray(b)) for a, b in
+                zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(state["params"])))
+  assert changed

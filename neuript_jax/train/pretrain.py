@@ -79,6 +79,14 @@ def load_init_params(path: str, model_cfg, abstract_params):
   return params
 
 
+def opt_state_shardings(tx, params, p_shard, mesh):
+  """Optimizer-state shardings: moments follow their parameter, counters are replicated."""
+  import optax
+  rep = mesh_lib.replicated(mesh)
+  return optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, params), p_shard,
+                               transform_non_params=lambda _: rep)
+
+
 def setup(config, model_cfg, mesh, rules=mesh_lib.DEFAULT_RULES, init_params=None):
   """Sharded initial state and the jitted, donated train step for `mesh`.
 
@@ -99,11 +107,12 @@ def setup(config, model_cfg, mesh, rules=mesh_lib.DEFAULT_RULES, init_params=Non
     params = init_fn(key)
   else:
     params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, init_params), p_shard)
-  opt_state = jax.jit(tx.init)(params)
+  opt_shard = opt_state_shardings(tx, params, p_shard, mesh)
+  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(params)
+  rep = mesh_lib.replicated(mesh)
   state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32),
            "rng": jax.random.key_data(jax.random.key(config.seed + 1))}
-  state_shard = jax.tree_util.tree_map(
-      lambda x: x.sharding if x.ndim else mesh_lib.replicated(mesh), state)
+  state_shard = {"params": p_shard, "opt_state": opt_shard, "step": rep, "rng": rep}
   state = jax.device_put(state, state_shard)
   b_shard = {"x": mesh_lib.batch_sharding(mesh, 3)}
   train_step = jax.jit(step_lib.make_train_step(model_cfg, config.masking, tx, schedule,
@@ -120,6 +129,11 @@ def train(config, workdir: str) -> dict:
   model_cfg = to_model_config(config.model)
   train_data, eval_data = data_configs(config, workdir)
   summary = pipeline.dataset_summary(train_data)
+  try:
+    pipeline.dataset_summary(eval_data)
+  except pipeline.DataConfigError as e:
+    logging.warning("no held-out evaluation: %s", e)
+    eval_data = None
   logging.info("data: %s", json.dumps(summary, default=str))
   d, t = summary["channels"], summary["window_len"]
   if d != model_cfg.data_dim or t != model_cfg.T:
@@ -181,7 +195,8 @@ def train(config, workdir: str) -> dict:
         pending = []
         rates = writer.progress(done, config.data.global_batch_size, last)
         writer.write(done, {**last, **rates})
-      if done % config.eval_every == 0 or done == config.total_steps:
+      if eval_data is not None and (done % config.eval_every == 0
+                                    or done == config.total_steps):
         ev = evaluate(eval_step, state["params"], eval_data, config.eval_batches, mesh,
                       config.seed)
         writer.write(done, {f"eval_{k}": v for k, v in ev.items()})
@@ -235,9 +250,7 @@ def aot_compile(config, model_cfg, mesh, rules=mesh_lib.DEFAULT_RULES):
   params = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                   nn.unbox(boxed["params"]), p_shard)
   rep = mesh_lib.replicated(mesh)
-  opt_shard = jax.tree_util.tree_map(
-      lambda s: s if isinstance(s, jax.sharding.NamedSharding) else rep,
-      jax.jit(tx.init).lower(params).compile().output_shardings)
+  opt_shard = opt_state_shardings(tx, params, p_shard, mesh)
   opt_state = jax.tree_util.tree_map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       jax.eval_shape(tx.init, params), opt_shard)
