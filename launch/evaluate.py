@@ -103,9 +103,9 @@ def main(argv):
   if out is None and not os.path.basename(os.path.abspath(f.checkpoint)).isdigit():
     out = os.path.join(f.checkpoint, f"eval_{f.split}.json")
   if out:
-    with open(out, "w") as f:
-      json.dump(m, f, indent=1)
-      f.write("\n")
+    with open(out, "w") as fh:
+      json.dump(m, fh, indent=1)
+      fh.write("\n")
     logging.info("wrote %s", out)
   logging.info("%s: %s", f.split, metrics_lib.format_metrics(m))
   print(json.dumps(m))

@@ -8,9 +8,9 @@ Run:  python -m launch.finetune                       (workdir defaults to ./run
 Embedded default (no flags): the encoder of the pretraining demo (`runs/pretrain_demo` if it
 exists, else pretrained first into <workdir>/pretrain with the default pretrain config) is
 fine-tuned on a labelled synthetic corpus (a second corpus, other subjects than the
-pretraining one) converted with the `generic` recipe: the 20 TCP bipolar channels, one 4 s
-window per annotated event, 4 classes (data_prep.synthetic.CLASSES), subject-level
-train/val/test. Windows are cropped to their first second (T=64) like the pretraining demo.
+pretraining one) converted with the `generic` recipe: the 20 TCP bipolar channels, 1 s windows
+(T=64, the pretraining demo's length) tiled every 0.5 s over each 4 s annotated event, 4
+classes (data_prep.synthetic.CLASSES), subject-level train/val/test (6/2/2 subjects).
 Expected (2-core CPU): a few minutes; test balanced accuracy far above the 0.25 of chance.
 
 `init_from`: "pretrain_demo" (the default described above), an orbax pretraining workdir
@@ -40,13 +40,18 @@ def get_config():
   data["sources"] = ()
   c.data = ml_collections.ConfigDict(data)
   c.data.global_batch_size = 16
-  c.data.window_len = 64          # None = whole windows (set model.T to match)
+  # None = whole windows; an int crops them to their first samples (must equal model.T).
+  c.data.window_len = ml_collections.FieldReference(None, field_type=int)
   c.val_split = "val"
   c.test_split = "test"
   c.eval_batch_size = 64          # padded: every eval batch has this shape
 
+  # 1 s windows (64 samples, = model.T) tiled every 0.5 s over each 4 s labelled event.
+  # One 4 s window per event instead: window_s=4.0, annotation_windows="onset" (then
+  # model.T=256, or data.window_len=64 to crop).
   c.synthetic = ml_collections.ConfigDict(dict(
-      n_subjects=10, recordings=2, minutes=5.0, seed=1,
+      n_subjects=10, recordings=2, minutes=5.0, seed=1, window_s=1.0, stride_s=0.5,
+      annotation_windows="tile",
       split_lists=("train=sub-01;sub-02;sub-03;sub-04;sub-05;sub-06,"
                    "val=sub-07;sub-08,test=sub-09;sub-10")))
 
@@ -60,10 +65,10 @@ def get_config():
   c.aux_weight = 0.8
 
   c.optim = ml_collections.ConfigDict(dict(
-      schedule="onecycle", lr=2e-3, pct_start=0.15, div_factor=25.0, final_div_factor=1e4,
+      schedule="onecycle", lr=1e-3, pct_start=0.15, div_factor=25.0, final_div_factor=1e4,
       min_lr=1e-5, b1=0.9, b2=0.98, eps=1e-8, weight_decay=5e-3, clip_norm=100.0))
 
-  c.epochs = 6                    # total_steps = epochs * (train records // batch) ...
+  c.epochs = 3                    # total_steps = epochs * (train records // batch) ...
   c.total_steps = 0               # ... unless this is > 0
   c.freeze_epochs = 0             # head-only epochs first (encoder updates zeroed)
   c.eval_every = 0                # validation every N steps; 0 = once per epoch

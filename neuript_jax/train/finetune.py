@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import time
 from pathlib import Path
 
 import flax
@@ -56,13 +57,15 @@ class InitError(ValueError):
 
 def prepare_synthetic_labelled(workdir: str, cfg) -> str:
   """Write a labelled synthetic corpus and convert it with the `generic` recipe (annotation
-  labels, TCP-20 channels, subject-level splits from `cfg.split_lists`). Once; reused."""
+  labels, TCP-20 channels, subject-level splits from `cfg.split_lists`; `cfg.window_s`
+  windows, one per event ("onset") or tiled over each 4 s event every `cfg.stride_s` ("tile")).
+  Once; reused."""
   from data_prep import convert as convert_lib
   from data_prep import montages, synthetic
   from data_prep.recipes import get_recipe
 
   root = Path(workdir) / "data"
-  shards = root / "generic_tcp20"
+  shards = root / f"generic_tcp20_{cfg.window_s:g}s"
   if (shards / "manifest.json").exists():
     return str(shards)
   raw = root / "synthetic_labelled"
@@ -72,8 +75,10 @@ def prepare_synthetic_labelled(workdir: str, cfg) -> str:
                            minutes=cfg.minutes, seed=cfg.seed)
   logging.info("converting it with the generic recipe (annotation labels) into %s", shards)
   recipe = get_recipe("generic", channels=montages.MONTAGES["tcp20"], montage="standard_1020",
+                      window_s=float(cfg.window_s), stride_s=cfg.stride_s,
                       params={"label_source": "annotations",
                               "label_map": synthetic.GENERIC_LABEL_MAP,
+                              "annotation_windows": cfg.annotation_windows,
                               "split_rule": "lists", "split_lists": cfg.split_lists})
   convert_lib.convert(str(raw), recipe, shards, workers=1)
   return str(shards)
@@ -399,11 +404,15 @@ def train(config, workdir: str) -> dict:
                      "(set --config.model.T, --config.data.window_len, --config.model.data or "
                      "--config.model.channels)")
   names = summary["sources"][0].get("channel_names")
-  if names and tuple(names) != tuple(model_cfg.channel_names):
+  model_names = tuple("Fp1-F3" if n == "Fp2-F3" else n for n in model_cfg.channel_names)
+  if names and tuple("Fp1-F3" if n == "Fp2-F3" else n for n in names) != model_names:
     logging.warning("data channels %s differ from the model's %s (positions and IILP groups "
                     "follow the model config)", names, model_cfg.channel_names)
   cls_num = class_counts(train_data, model_cfg.num_classes)
   logging.info("training class counts: %s", cls_num.tolist())
+  if cls_num.sum() != summary["n_records"]:
+    raise ValueError(f"the {train_data.split!r} split has {summary['n_records']} records but "
+                     f"{int(cls_num.sum())} labelled ones: convert it with a label_source")
   bs = int(config.data.global_batch_size)
   steps_per_epoch = summary["n_records"] // bs
   if steps_per_epoch < 1:
@@ -429,10 +438,11 @@ def train(config, workdir: str) -> dict:
     logging.info("init_from is empty: training from scratch")
   state, train_step, predict = setup(config, model_cfg, mesh, rules, total_steps, freeze_steps,
                                      cls_num, init_encoder)
-  _write_json(os.path.join(workdir, RUN_CONFIG), {
-      "config": config.to_dict(), "model": model_cfg.to_dict(), "total_steps": total_steps,
-      "steps_per_epoch": steps_per_epoch, "freeze_steps": freeze_steps,
-      "class_counts": cls_num.tolist(), "init_from": init_source or config.init_from})
+  if init_encoder is not None or not os.path.exists(os.path.join(workdir, RUN_CONFIG)):
+    _write_json(os.path.join(workdir, RUN_CONFIG), {
+        "config": config.to_dict(), "model": model_cfg.to_dict(), "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch, "freeze_steps": freeze_steps,
+        "class_counts": cls_num.tolist(), "init_from": init_source or config.init_from})
 
   it = pipeline.make_iterator(train_data)
   sel = {"best_score": None, "best_step": None, "since_best": 0, "stopped": False,
@@ -476,7 +486,7 @@ def train(config, workdir: str) -> dict:
         sel["stopped"] = True
 
   pending = []
-  writer.progress(start, bs, {})
+  clock = [start, time.time()]
   finished = sel["stopped"] or start >= total_steps
   try:
     for step in range(start, total_steps):
@@ -496,8 +506,16 @@ def train(config, workdir: str) -> dict:
             logging.warning("step %d: non-finite loss or gradient; update skipped", s)
         last = {k: float(v) for k, v in jax.device_get(pending[-1][1]).items()}
         pending = []
-        rates = writer.progress(done, bs, last)
-        writer.write(done, {**last, **rates, "epoch": done / steps_per_epoch})
+        now = time.time()
+        sps = (done - clock[0]) / max(now - clock[1], 1e-9)
+        clock[:] = [done, now]
+        logging.info("step %d/%d (epoch %.2f)  loss %.4f  cls %.4f  aux %.4f  train_acc %.3f  "
+                     "lr %.2e  |g| %.3f%s  %.2f steps/s", done, total_steps,
+                     done / steps_per_epoch, last["loss"], last["cls_loss"], last["aux_loss"],
+                     last["train_acc"], last["lr"], last["grad_norm"],
+                     "  (encoder frozen)" if last["frozen"] else "", sps)
+        writer.write(done, {**last, "steps_per_s": sps, "samples_per_s": sps * bs,
+                            "epoch": done / steps_per_epoch})
       if done % eval_every == 0 or done == total_steps:
         validate(done)
       if done % ckpt_every == 0 or done == total_steps or sel["stopped"]:
