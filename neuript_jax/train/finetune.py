@@ -37,7 +37,7 @@ from neuript_jax.model import Stage2Model, dummy_inputs
 from neuript_jax.train import checkpoint as ckpt_lib
 from neuript_jax.train import mesh as mesh_lib
 from neuript_jax.train import metrics as writer_lib
-from neuript_jax.train import optim
+from neuript_jax.train import optim, pretrain
 
 ENCODER_KEYS = ("enc_value_embedding", "encoder")   # what init_from loads; the head is new
 HEAD_KEY = "classification_head"
@@ -354,11 +354,13 @@ def setup(config, model_cfg, mesh, rules, total_steps: int, freeze_steps: int, c
     for k in ENCODER_KEYS:
       params[k] = jax.device_put(jax.tree_util.tree_map(jnp.asarray, init_encoder[k]),
                                  p_shard[k])
-  opt_state = jax.jit(tx.init)(params)
+  # Optimizer moments follow their parameter's sharding; counters, step and rng replicated.
+  opt_shard = pretrain.opt_state_shardings(tx, params, p_shard, mesh)
+  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(params)
+  rep = mesh_lib.replicated(mesh)
   state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32),
            "rng": jax.random.key_data(jax.random.key(config.seed + 1))}
-  state_shard = jax.tree_util.tree_map(
-      lambda x: x.sharding if x.ndim else mesh_lib.replicated(mesh), state)
+  state_shard = {"params": p_shard, "opt_state": opt_shard, "step": rep, "rng": rep}
   state = jax.device_put(state, state_shard)
   b_shard = {"x": mesh_lib.batch_sharding(mesh, 3), "label": mesh_lib.batch_sharding(mesh, 1)}
   loss_of = make_loss(config, model_cfg, cls_num)
