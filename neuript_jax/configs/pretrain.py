@@ -20,7 +20,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.name = "pretrain_tiny_synthetic"
   # The demo crops the 4 s (256-sample) windows to their first 64 samples to fit a CPU budget;
-  # for real runs set --config.model.T=256 --config.data.window_len=None.
+  # for real runs set --config.model.T=256 --config.data.window_len=256.
   c.model = model_config(d_model=32, n_heads=4, d_ff=32, hidden_dim=32, hidden_dim_shared=32,
                          T=64, data="Stage1", dropout=0.1)
   c.masking = masking.default_masking_config()
