@@ -14,21 +14,16 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from launch import distributed
+
 CONFIG = config_flags.DEFINE_config_file("config", "neuript_jax/configs/pretrain.py",
                                          "config file with get_config()")
 WORKDIR = flags.DEFINE_string("workdir", "runs/pretrain_demo", "checkpoints, logs, plots")
-DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize()")
-COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0")
-NPROC = flags.DEFINE_integer("num_processes", None, "number of processes")
-PID = flags.DEFINE_integer("process_id", None, "this process's id")
 
 
 def main(argv):
   del argv
-  import jax
-  if DISTRIBUTED.value:
-    jax.distributed.initialize(coordinator_address=COORD.value, num_processes=NPROC.value,
-                               process_id=PID.value)
+  distributed.initialize()
   from neuript_jax.train import pretrain
   logging.info("config:\n%s", CONFIG.value)
   last = pretrain.train(CONFIG.value, WORKDIR.value)
