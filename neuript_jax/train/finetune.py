@@ -259,7 +259,7 @@ def make_train_step(model_cfg, tx, schedule, loss_of, aux_weight: float, freeze_
     mask = lambda tree: jax.tree_util.tree_map_with_path(
         lambda p, g: g if is_head(p) else jnp.where(frozen, jnp.zeros_like(g), g), tree)
     grads = mask(grads)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], mask(updates))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

@@ -47,7 +47,7 @@ def make_train_step(model_cfg: ModelConfig, masking_cfg, tx, schedule, p: float 
     key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
     grad_fn = jax.value_and_grad(lambda prm: loss_fn(prm, batch["x"], key, False), has_aux=True)
     (loss, (rec, aux, _, _)), grads = grad_fn(state["params"])
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
