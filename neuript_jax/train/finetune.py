@@ -355,13 +355,7 @@ def setup(config, model_cfg, mesh, rules, total_steps: int, freeze_steps: int, c
       params[k] = jax.device_put(jax.tree_util.tree_map(jnp.asarray, init_encoder[k]),
                                  p_shard[k])
   # Optimizer moments follow their parameter's sharding; counters, step and rng replicated.
-  opt_shard = pretrain.opt_state_shardings(tx, params, p_shard, mesh)
-  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(params)
-  rep = mesh_lib.replicated(mesh)
-  state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32),
-           "rng": jax.random.key_data(jax.random.key(config.seed + 1))}
-  state_shard = {"params": p_shard, "opt_state": opt_shard, "step": rep, "rng": rep}
-  state = jax.device_put(state, state_shard)
+  state, state_shard = pretrain.initial_state(tx, params, p_shard, mesh, config.seed + 1)
   b_shard = {"x": mesh_lib.batch_sharding(mesh, 3), "label": mesh_lib.batch_sharding(mesh, 1)}
   loss_of = make_loss(config, model_cfg, cls_num)
   train_step = jax.jit(make_train_step(model_cfg, tx, schedule, loss_of, config.aux_weight,

@@ -87,6 +87,18 @@ def opt_state_shardings(tx, params, p_shard, mesh):
                                transform_non_params=lambda _: rep)
 
 
+def initial_state(tx, params, p_shard, mesh, rng_seed: int):
+  """(state, state shardings) for sharded params: fresh optimizer state (moments sharded like
+  their parameter), step 0, and the RNG key data; step and rng replicated."""
+  opt_shard = opt_state_shardings(tx, params, p_shard, mesh)
+  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(params)
+  rep = mesh_lib.replicated(mesh)
+  state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32),
+           "rng": jax.random.key_data(jax.random.key(rng_seed))}
+  state_shard = {"params": p_shard, "opt_state": opt_shard, "step": rep, "rng": rep}
+  return jax.device_put(state, state_shard), state_shard
+
+
 def setup(config, model_cfg, mesh, rules=mesh_lib.DEFAULT_RULES, init_params=None):
   """Sharded initial state and the jitted, donated train step for `mesh`.
 
@@ -107,13 +119,7 @@ def setup(config, model_cfg, mesh, rules=mesh_lib.DEFAULT_RULES, init_params=Non
     params = init_fn(key)
   else:
     params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, init_params), p_shard)
-  opt_shard = opt_state_shardings(tx, params, p_shard, mesh)
-  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(params)
-  rep = mesh_lib.replicated(mesh)
-  state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32),
-           "rng": jax.random.key_data(jax.random.key(config.seed + 1))}
-  state_shard = {"params": p_shard, "opt_state": opt_shard, "step": rep, "rng": rep}
-  state = jax.device_put(state, state_shard)
+  state, state_shard = initial_state(tx, params, p_shard, mesh, config.seed + 1)
   b_shard = {"x": mesh_lib.batch_sharding(mesh, 3)}
   train_step = jax.jit(step_lib.make_train_step(model_cfg, config.masking, tx, schedule,
                                                 config.loss_p, config.aux_weight),
