@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 
 from data_prep.recipes import base
-from data_prep.recipes.sleepedfx import hashed_subject_split
+from data_prep.recipes.sleepedfx import assign_hashed_splits
 from neuript_jax import geometry
 
 LABELS = ("non_target", "target")
@@ -100,12 +100,7 @@ class PhysioNetP300(base.Recipe):
                               session=path.stem.lower(), recording=base.recording_id(path, root))
 
   def assign_splits(self, infos):
-    params = self.config.params
-    table = hashed_subject_split([i.subject for i in infos], params["split_fractions"],
-                                 params["split_seed"])
-    for info in infos:
-      info.split = table[info.subject]
-    return infos
+    return assign_hashed_splits(infos, self.config.params)
 
   def windows(self, ctx: base.RecordingContext):
     pairs = flash_windows(ctx.annotations(), float(self.config.params["pre_s"]))

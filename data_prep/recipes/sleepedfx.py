@@ -98,6 +98,16 @@ def hashed_subject_split(subjects, fractions, seed) -> dict[str, str]:
   return out
 
 
+def assign_hashed_splits(infos, params):
+  """Set each RecordingInfo's split by `hashed_subject_split` with the recipe's
+  params["split_fractions"] and params["split_seed"]; returns infos."""
+  table = hashed_subject_split([i.subject for i in infos], params["split_fractions"],
+                               params["split_seed"])
+  for info in infos:
+    info.split = table[info.subject]
+  return infos
+
+
 class SleepEdfx(base.Recipe):
   """Sleep-EDFx: PSG + hypnogram pairs → 30-s staged epochs; seeded subject split."""
 
@@ -114,12 +124,7 @@ class SleepEdfx(base.Recipe):
                               extra={"hypnogram": str(hyp)})
 
   def assign_splits(self, infos):
-    params = self.config.params
-    table = hashed_subject_split([i.subject for i in infos], params["split_fractions"],
-                                 params["split_seed"])
-    for info in infos:
-      info.split = table[info.subject]
-    return infos
+    return assign_hashed_splits(infos, self.config.params)
 
   def windows(self, ctx: base.RecordingContext):
     epochs = read_hypnogram_epochs(Path(ctx.info.extra["hypnogram"]), ctx.duration_s,
