@@ -221,3 +221,109 @@ def lobe_groups(part: str, n_channels: int, data: str | None = None
     raise ValueError(f"the reference has no {part!r} partition for {n_channels} channels "
                      f"(it knows {sorted(table)}); use part='Mean' or 'None'")
   return table[n_channels]
+
+
+# ---------------------------------------------------------------------------------------------
+# Automatic Functional lobes for montages the reference has no table for.
+
+LOBES = ("Frontal", "Central", "Occipital", "Temporal-L", "Temporal-R")
+"""Lobe order of the reference's Functional groups (its 20/22-channel tables)."""
+
+# 10-05 name prefix -> lobe ("Temporal" gets its side from the electrode number).
+_PREFIX_LOBE = {
+    "FP": "Frontal", "AF": "Frontal", "F": "Frontal",
+    "FC": "Central", "C": "Central", "CP": "Central", "P": "Central",
+    "FT": "Temporal", "T": "Temporal", "TP": "Temporal",
+    "PO": "Occipital", "O": "Occipital", "OI": "Occipital", "I": "Occipital",
+}
+# Lateral parietal sites that the old 10-20 names call temporal (T5 = P7, T6 = P8), and the
+# ear/mastoid references.
+_TEMPORAL_NAMES = {"P7", "P8", "P9", "P10", "A1", "A2", "M1", "M2", "LPA", "RPA"}
+
+
+def _lobe_from_name(electrode: str) -> str | None:
+  """Lobe of one monopolar 10-20/10-05 electrode name, or None if the name is not one.
+
+  Prefix letters give the lobe (Fp/AF/F frontal; FC/C/CP/P central-parietal; FT/T/TP and the
+  lateral P7-P10, A1/A2, M1/M2 temporal; PO/O/I occipital); odd numbers are left, even right.
+  A midline ("z") temporal name does not exist, so it returns None.
+  """
+  import re
+  name = electrode.strip().upper()
+  m = re.fullmatch(r"([A-Z]+?)(Z|\d+)(H)?", name)
+  if m is None:
+    return None
+  prefix, number = m.group(1), m.group(2)
+  lobe = "Temporal" if name in _TEMPORAL_NAMES else _PREFIX_LOBE.get(prefix)
+  if name in ("A1", "A2", "M1", "M2"):
+    lobe = "Temporal"
+  if lobe is None:
+    return None
+  if lobe == "Temporal":
+    if number == "Z":
+      return None
+    return "Temporal-L" if int(number) % 2 else "Temporal-R"
+  return lobe
+
+
+@functools.lru_cache(maxsize=None)
+def _template_lobes(montage: str) -> tuple[np.ndarray, tuple[str, ...]]:
+  """Positions [K, 3] m and lobes of every template electrode whose name gives a lobe."""
+  table = _montage_positions(montage)
+  names = [n for n in table if _lobe_from_name(n) is not None]
+  return np.stack([table[n] for n in names]), tuple(_lobe_from_name(n) for n in names)
+
+
+def electrode_lobe(electrode: str, position_m=None) -> str:
+  """Lobe of one monopolar electrode: from its 10-05 name, else from its 3D position.
+
+  A name that is not a 10-05 name (``"EEG 001"``, ``"E17"``) takes the lobe of the nearest
+  10-05 electrode of the standard_1005 template to ``position_m`` [3] (metres, MNE head
+  coordinates: the frame of MNE's built-in montages and of digitised positions).
+  """
+  lobe = _lobe_from_name(electrode)
+  if lobe is not None:
+    return lobe
+  if position_m is None:
+    raise UnknownChannelError([electrode], "lobe names (give its 3D position)")
+  points, lobes = _template_lobes("standard_1005")
+  dist = np.linalg.norm(points - np.asarray(position_m, np.float64)[None], axis=1)
+  return lobes[int(np.argmin(dist))]
+
+
+def channel_lobes(name: str, position_m=None) -> tuple[str, ...]:
+  """Lobes of one channel (monopolar or bipolar ``"A-B"``); a bipolar channel may have two.
+
+  The rule reproduces the reference's TCP-20/22 Functional tables: a derivation A-B belongs to
+  the lobe of B (the electrode the chain runs to: Fp1-F7 frontal, F7-T3 left temporal, T3-T5
+  left temporal, T5-O1 occipital, C3-P3 central-parietal), and also to A's temporal lobe when
+  links a temporal electrode with a central one (the transverse chain's T3-C3 and C4-T4, which
+  the reference puts in both lobes). ``position_m`` (the channel's position, the midpoint for
+  a pair) is only used for names that are not 10-05 names (then the pair gets B's lobe only).
+  """
+  parts = split_bipolar(name)
+  if len(parts) == 1:
+    return (electrode_lobe(parts[0], position_m),)
+  first = _lobe_from_name(parts[0])
+  second = electrode_lobe(parts[1], position_m)
+  pair = {first, second}
+  if "Central" in pair and pair & {"Temporal-L", "Temporal-R"}:
+    return (second, first)
+  return (second,)
+
+
+def auto_lobe_groups(names: Sequence[str], positions_m=None) -> tuple[tuple[int, ...], ...]:
+  """IILP Functional groups for any montage: channel indices per lobe, in LOBES order.
+
+  names: [D] channel names; positions_m: optional [D, 3] positions (metres, head coordinates)
+  used only for channels whose names are not 10-05 names. Lobes without channels are left out
+  (a montage with no occipital channel has 4 groups). Reproduces the reference's 20- and
+  22-channel TCP tables exactly; see docs/QUIRKS.md for where it differs from the reference's
+  SEED-V (3 coronal bands) and BCIC-IV-2A tables.
+  """
+  members: dict[str, list[int]] = {lobe: [] for lobe in LOBES}
+  for i, name in enumerate(names):
+    pos = None if positions_m is None else np.asarray(positions_m)[i]
+    for lobe in channel_lobes(name, pos):
+      members[lobe].append(i)
+  return tuple(tuple(members[lobe]) for lobe in LOBES if members[lobe])

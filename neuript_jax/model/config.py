@@ -40,7 +40,10 @@ class ModelConfig:
   dec_expert: tuple[int, ...] = (0,) * 7
   cross_expert: tuple[int, ...] = (0,) * 7
   c_layers: int = 6               # IILP uses enc_out[0] and the last c_layers block outputs
-  part: str = "Functional"        # IILP partition: Functional/Hemispheres/Sagittal/Coronal/Mean/None
+  # IILP partition: Functional/Hemispheres/Sagittal/Coronal (the reference's tables), Auto
+  # (lobes from electrode names/positions, geometry.auto_lobe_groups), Mean or None pooling.
+  # Functional with custom `channels` (no reference table for them) means Auto.
+  part: str = "Functional"
   num_classes: int = 6            # <= 2 -> one logit
   data: str | None = "Stage1"     # reference dataset key
   channels: tuple[str, ...] | None = None  # overrides `data`: monopolar or "A-B" names
@@ -106,6 +109,10 @@ class ModelConfig:
     if not 0 <= self.c_layers <= len(self.merge_layers):
       raise ValueError(f"c_layers {self.c_layers} must be in 0..{len(self.merge_layers)} "
                        f"(the encoder has {len(self.merge_layers)} blocks)")
+    if self.part == "Auto" or (self.part == "Functional" and self.channels is not None):
+      names = self.channel_names
+      return geometry.auto_lobe_groups(
+          names, geometry.electrode_positions(names, self.channel_montage))
     return geometry.lobe_groups(self.part, self.data_dim, self.data)
 
   def n_logits(self) -> int:
