@@ -90,7 +90,8 @@ def test_batch_layout_dtypes_and_alaw(dirs):
   it = pipeline.make_iterator(cfg, process_index=0, process_count=1)
   records = _records([dirs["a"]])
   for batch in _take(it, 4):  # past the first epoch (12 records)
-    assert set(batch) == {"x", "positions", "label", "index"}
+    assert set(batch) == {"x", "positions", "label", "index", "valid"}
+    assert batch["valid"].all()
     assert batch["x"].shape == (4, 16, 3) and batch["x"].dtype == np.float32
     assert batch["positions"].shape == (4, 3, 3) and batch["positions"].dtype == np.float32
     assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
@@ -126,12 +127,15 @@ def test_seed_determinism_and_shuffle(dirs):
 
 
 def test_every_record_once_per_epoch(dirs):
-  # drop_remainder=False: 12 records in batches of 5 -> 5, 5, 2, then the end.
+  # drop_remainder=False: 12 records in batches of 5 -> 5, 5, 2 + 3 padding rows, then the end.
   cfg = _cfg([dirs["a"]], global_batch_size=5, num_epochs=1, drop_remainder=False)
   it = pipeline.make_iterator(cfg, process_index=0, process_count=1)
   batches = list(it)
-  assert [len(b["index"]) for b in batches] == [5, 5, 2] and it.num_batches == 3
-  assert sorted(np.concatenate([b["index"] for b in batches]).tolist()) == list(range(12))
+  assert [len(b["index"]) for b in batches] == [5, 5, 5] and it.num_batches == 3
+  assert [int(b["valid"].sum()) for b in batches] == [5, 5, 2]
+  assert batches[-1]["index"][2:].tolist() == [-1, -1, -1]
+  valid = np.concatenate([b["index"][b["valid"]] for b in batches])
+  assert sorted(valid.tolist()) == list(range(12))
   # drop_remainder=True, two epochs of a divisible batch size: each epoch a permutation.
   cfg = _cfg([dirs["a"]], global_batch_size=4, num_epochs=2)
   batches = list(pipeline.make_iterator(cfg, process_index=0, process_count=1))
@@ -161,6 +165,19 @@ def test_per_host_slices_partition_the_global_batch(dirs):
   lens = [len(list(pipeline.make_iterator(cfg, process_index=p, process_count=2)))
           for p in range(2)]
   assert lens == [3, 3]
+  # Evaluation (drop_remainder=False) on 2 hosts: 12 records, global batch 8 -> the second
+  # global batch holds 4 records + 4 padding rows; both hosts yield 2 batches of 4 rows, and
+  # their valid rows together are every record once, in the single-host order.
+  cfg = _cfg([dirs["a"]], global_batch_size=8, num_epochs=1, drop_remainder=False,
+             shuffle=False)
+  per_host = [list(pipeline.make_iterator(cfg, process_index=p, process_count=2))
+              for p in range(2)]
+  assert [len(h) for h in per_host] == [2, 2]
+  assert all(b["x"].shape[0] == 4 for h in per_host for b in h)
+  order = np.concatenate([np.concatenate([h[g]["index"][h[g]["valid"]] for h in per_host])
+                          for g in range(2)])
+  assert order.tolist() == list(range(12))
+  assert not per_host[1][1]["valid"].any()
   with pytest.raises(ValueError, match="multiple of process_count"):
     pipeline.make_iterator(_cfg([dirs["a"]], global_batch_size=3), process_index=0,
                            process_count=2)

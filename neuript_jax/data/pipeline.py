@@ -6,7 +6,8 @@ directories (``neuript_jax.data.record`` is the schema) and yields dicts of nump
   "x"          float32 [B_local, T, D]   A-law companded (or µV with alaw=False), time first
   "positions"  float32 [B_local, D, 3]   metres, head frame
   "label"      int32   [B_local]         -1 = unlabelled
-  "index"      int64   [B_local]         global record id (below)
+  "index"      int64   [B_local]         global record id (below); -1 = padding
+  "valid"      bool    [B_local]         False for the padding rows of a final global batch
 
 Order of the data (all of it deterministic, a function of the config only):
 
@@ -21,7 +22,9 @@ Order of the data (all of it deterministic, a function of the config only):
    records / weight) has been read ``num_epochs`` times; the others are then partly read.
    This mixed stream ``s[0], s[1], ...`` is the *global record order*.
 4. Global batch ``g`` is ``s[g*G : (g+1)*G]`` (``G = global_batch_size``). With
-   ``drop_remainder`` a final incomplete global batch is dropped.
+   ``drop_remainder`` a final incomplete global batch is dropped; without it (evaluation) the
+   final global batch is padded to ``G`` rows with copies of ``s[0]`` marked ``valid=False``,
+   ``index=-1``, so every batch has one shape and every host the same batch count.
 5. Per host: with ``P = process_count`` and ``L = G // P``, host ``p`` yields, as its
    ``g``-th batch, ``s[g*G + p*L : g*G + (p+1)*L]``. So the hosts' local batches are disjoint
    and their concatenation in process order is exactly global batch ``g``; every host yields
@@ -301,6 +304,7 @@ class _DecodeWindow:
       raise ValueError(f"record {index}: signal [C={c}, T={t}] does not fit the pipeline "
                        f"(C={self.channels}, T>={self.window_len})")
     x = rec.signal[:, :self.window_len]
+    valid = index >= 0
     if self.alaw:
       x = signal_lib.a_law_compress(x, a=self.alaw_a)
     return {
@@ -308,7 +312,26 @@ class _DecodeWindow:
         "positions": np.asarray(rec.positions, dtype=np.float32),
         "label": np.int32(rec.label),
         "index": np.int64(index),
+        "valid": np.bool_(valid),
     }
+
+
+class _PaddedStream:
+  """Random-access view of a finite stream of (index, bytes) padded to ``length`` elements;
+  padding element ``i >= len(stream)`` is ``(-1, stream[0][1])``."""
+
+  def __init__(self, stream, length: int):
+    self.stream = stream
+    self.n = len(stream)
+    self.length = int(length)
+
+  def __len__(self):
+    return self.length
+
+  def __getitem__(self, i):
+    if i < self.n:
+      return self.stream[i]
+    return (-1, self.stream[0][1])
 
 
 def _source_seed(seed: int, k: int) -> int:
@@ -452,9 +475,6 @@ def make_iterator(cfg, *, process_index: int | None = None,
                      f"process_count {process_count}")
   if cfg.num_epochs is not None and int(cfg.num_epochs) <= 0:
     raise ValueError(f"num_epochs must be None or positive, got {cfg.num_epochs}")
-  if not cfg.drop_remainder and process_count > 1:
-    raise ValueError("drop_remainder=False is only supported with one process: the last, "
-                     "short global batch would leave hosts with different batch counts")
   local_batch = global_batch // process_count
   infos = _validated_sources(cfg)
   summary = _summary(cfg, infos)
@@ -466,11 +486,15 @@ def make_iterator(cfg, *, process_index: int | None = None,
   if cfg.drop_remainder:
     n_global = n // global_batch
     stream = stream[:n_global * global_batch]
+  elif endless:
+    raise ValueError("drop_remainder=False needs a finite num_epochs")
   else:
     n_global = -(-n // global_batch)
+    if n_global * global_batch != n:
+      stream = grain.MapDataset.source(_PaddedStream(stream, n_global * global_batch))
   stream = stream.map(_DecodeWindow(summary["channels"], window_len, cfg.alaw, cfg.alaw_a))
   # Host p's g-th batch is local batch g*P + p of the stream cut into batches of L.
-  batches = stream.batch(local_batch, drop_remainder=bool(cfg.drop_remainder))
+  batches = stream.batch(local_batch, drop_remainder=True)
   if process_count > 1:
     batches = batches[process_index::process_count]
   read_options = grain.ReadOptions(num_threads=max(1, int(cfg.read_threads)),

@@ -85,8 +85,8 @@ def prepare_synthetic_labelled(workdir: str, cfg) -> str:
 
 
 def data_configs(config, workdir: str):
-  """(train, validation, test) pipeline configs. Eval configs read their split once, in order,
-  keeping the last short batch (padded later)."""
+  """(train, validation, test) pipeline configs. Eval configs read their split once, in order;
+  the pipeline pads the last global batch (``valid=False`` rows)."""
   train_cfg = config.data.copy_and_resolve_references()
   if not train_cfg.sources:
     train_cfg.sources = ((prepare_synthetic_labelled(workdir, config.synthetic), 1.0),)
@@ -137,7 +137,7 @@ def _counted_labels(data_cfg, n: int) -> np.ndarray:
   e.shuffle, e.num_epochs, e.drop_remainder = False, 1, False
   counts = np.zeros(n, np.int64)
   for batch in pipeline.make_iterator(e):
-    lab = np.asarray(batch["label"])
+    lab = np.asarray(batch["label"])[np.asarray(batch["valid"])]
     counts += np.bincount(lab[lab >= 0], minlength=n)[:n]
   return counts
 
@@ -285,18 +285,34 @@ def make_predict(model_cfg):
   return lambda params, x: model.apply({"params": params}, x, True)[0].astype(jnp.float32)
 
 
-def predict_split(predict, params, data_cfg, mesh, batch_size: int):
-  """(labels [N], logits [N, n_logits]) over a whole split; the last batch is padded to
-  `batch_size` rows (one compiled shape) and the padding dropped."""
-  labels, logits = [], []
+def map_split(fn, params, data_cfg, mesh, batch_size: int):
+  """Yields (batch, fn(params, x) on host) for every batch of a split (`data_cfg` reads it
+  once), on every host, without the padding rows.
+
+  The pipeline pads the final global batch (rows with ``valid=False``), so every batch has one
+  compiled shape and every host the same batch count. With several hosts the outputs and the
+  batch's host arrays are gathered, in global row order, so every host sees the whole batch.
+  """
+  from jax.experimental import multihost_utils
+  if int(data_cfg.global_batch_size) != batch_size:
+    raise ValueError(f"eval global_batch_size {data_cfg.global_batch_size} != {batch_size}")
   for batch in pipeline.make_iterator(data_cfg):
-    n = batch["x"].shape[0]
-    x = batch["x"]
-    if n < batch_size:
-      x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], x.dtype)])
-    gb = pipeline.to_global_batch({"x": x}, mesh)
-    logits.append(np.asarray(jax.device_get(predict(params, gb["x"])))[:n])
-    labels.append(np.asarray(batch["label"]))
+    gb = pipeline.to_global_batch({"x": batch["x"]}, mesh)
+    out = fn(params, gb["x"])
+    if jax.process_count() > 1:
+      out = multihost_utils.process_allgather(out, tiled=True)
+      batch = multihost_utils.process_allgather(batch, tiled=True)
+    keep = np.asarray(batch["valid"], bool)
+    yield ({k: np.asarray(v)[keep] for k, v in batch.items()},
+           jax.tree_util.tree_map(lambda a: np.asarray(jax.device_get(a))[keep], out))
+
+
+def predict_split(predict, params, data_cfg, mesh, batch_size: int):
+  """(labels [N], logits [N, n_logits]) over a whole split, on every host (map_split)."""
+  labels, logits = [], []
+  for batch, out in map_split(predict, params, data_cfg, mesh, batch_size):
+    labels.append(batch["label"])
+    logits.append(out)
   if not labels:
     raise ValueError(f"split {data_cfg.split!r} has no records")
   labels, logits = np.concatenate(labels), np.concatenate(logits)
