@@ -79,6 +79,11 @@ def probabilities(scores, num_classes: int, from_logits: bool = True) -> np.ndar
   return _softmax(scores) if from_logits else scores
 
 
+def hard_predictions(p, num_classes: int) -> np.ndarray:
+  """Class indices [N] from `probabilities`: binary p > 0.5, multi-class argmax."""
+  return (p > 0.5).astype(np.int64) if num_classes <= 2 else p.argmax(axis=1)
+
+
 def pr_auc_trapezoid(y_true, score) -> float:
   """Trapezoidal area under the precision-recall curve (CBraMod / NeurIPT's AUC-PR)."""
   precision, recall, _ = skm.precision_recall_curve(y_true, score)
@@ -108,7 +113,7 @@ def compute_metrics(labels, logits_or_probs, num_classes: int, from_logits: bool
   n_cls = max(num_classes, 2)
   if y.size and (y.min() < 0 or y.max() >= n_cls):
     raise ValueError(f"labels must be in 0..{n_cls - 1}, got {y.min()}..{y.max()}")
-  pred = (p > 0.5).astype(np.int64) if num_classes <= 2 else p.argmax(axis=1)
+  pred = hard_predictions(p, num_classes)
   out = {}
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # e.g. "y_pred contains classes not in y_true"
