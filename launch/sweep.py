@@ -35,7 +35,9 @@ overrides, status, validation + test metrics, checkpoint, plots, error), summary
 summary.csv (per dataset and setting: test mean ± std over seeds in the paper's columns, the
 best setting chosen on validation, the paper's NeurIPT numbers beside, links to each run's
 PNGs). --summarize_only rebuilds them from the run folders without running anything. Runs share
-compiled programs through JAX_COMPILATION_CACHE_DIR (default <workdir>/jax_cache).
+compiled programs through JAX_COMPILATION_CACHE_DIR (default <workdir>/jax_cache). With
+--parallel > 1 runs share the accelerators (XLA_PYTHON_CLIENT_PREALLOCATE=false) unless
+--devices_per_run=K gives each parallel slot its own K GPUs (CUDA_VISIBLE_DEVICES).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ BASE_CONFIG = flags.DEFINE_string("base_config", "neuript_jax/configs/finetune.p
 SET = flags.DEFINE_multi_string("set", [], "field=value or dataset:field=value for every run")
 PROGRAM = flags.DEFINE_string("program", "launch.finetune", "python module each run executes")
 PARALLEL = flags.DEFINE_integer("parallel", 1, "runs at a time on this machine")
+DEVICES_PER_RUN = flags.DEFINE_integer("devices_per_run", 0, "GPUs per run: parallel slot k "
+                                       "gets CUDA_VISIBLE_DEVICES k*K..k*K+K-1; 0 = all")
 SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run only share i of n (round robin)")
 DRY_RUN = flags.DEFINE_bool("dry_run", False, "print the commands of this share and exit")
 SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False, "rebuild results.jsonl, summary.md "
@@ -104,7 +108,7 @@ def main(argv):
       print(done + sweep.shell_command(sweep.command(run, BASE_CONFIG.value, PROGRAM.value)))
     return 0
   sweeper = sweep.Sweeper(workdir, BASE_CONFIG.value, PROGRAM.value, PARALLEL.value,
-                          RETRY_FAILED.value)
+                          RETRY_FAILED.value, DEVICES_PER_RUN.value)
   status = sweeper.execute(mine)
   bad = {k: v for k, v in status.items() if v != "finished"}
   print(f"{len(status) - len(bad)}/{len(status)} runs of shard {index}/{count} finished; "

@@ -4,8 +4,8 @@ Reads --workdir and --config.<field>=<value> like the real launcher; like it, ex
 when results.json exists. Environment: FAKE_LOG (a file; "start <workdir>" / "finish
 <workdir>" lines are appended), FAKE_FAIL (a substring of the workdir: that run prints an
 error to stderr and exits 3), FAKE_SECONDS (how long a run takes, default 0). Writes
-results.json with metrics 0.5 + 0.01 * seed (validation) and 0.6 + 0.01 * seed (test), and an
-empty curves.png.
+results.json with metrics 0.5 + 0.01 * seed (validation) and 0.6 + 0.01 * seed (test) and the
+CUDA_VISIBLE_DEVICES it saw, and an empty curves.png.
 """
 
 import json
@@ -43,7 +43,8 @@ def main(argv):
   out = {"validation": {k: 0.5 + 0.01 * seed for k in names},
          "test": {k: 0.6 + 0.01 * seed for k in names}, "selected_step": 1,
          "select_metric": cfg["select_metric"], "num_classes": int(cfg["model.num_classes"]),
-         "checkpoint": os.path.join(workdir, "best", "1")}
+         "checkpoint": os.path.join(workdir, "best", "1"),
+         "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
   with open(os.path.join(workdir, "curves.png"), "wb"):
     pass
   with open(results + ".tmp", "w") as f:

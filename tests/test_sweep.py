@@ -223,9 +223,9 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
   data = write_manifest(tmp_path / "tuab", "tuab", ["normal", "abnormal"])
   wd = tmp_path / "sw"
   res = subprocess.run(sweep_cmd(wd, "--datasets=tuab", f"--data=tuab={data}", "--seeds=0,1,2",
-                                 f"--program={FAKE}", "--parallel=2"),
+                                 f"--program={FAKE}", "--parallel=2", "--devices_per_run=2"),
                        cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env=fake_env(FAKE_FAIL="seed1"))
+                       env=fake_env(FAKE_FAIL="seed1", CUDA_VISIBLE_DEVICES="4,5,6,7"))
   assert res.returncode == 1, res.stderr[-3000:]
   assert "failed: tuab/default/seed1" in res.stdout
   rows = read_rows(wd)
@@ -235,6 +235,11 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
   assert err["exit_code"] == 3 and "ValueError: fake failure" in err["stderr_tail"]
   assert rows[0]["test"]["auroc"] == pytest.approx(0.6) and rows[0]["select_metric"] == "auroc"
   assert rows[2]["plots"] == ["runs/tuab/default/seed2/curves.png"]
+  # Two slots of two GPUs each: seed0 in slot 0, seed1 in slot 1, seed2 in whichever came free.
+  seen = [json.load(open(wd / rows[k]["workdir"] / "results.json"))["visible_devices"]
+          for k in (0, 2)]
+  assert seen[0] == "4,5" and seen[1] in ("4,5", "6,7")
+  assert json.load(open(wd / rows[1]["workdir"] / sweep.RUN_RECORD))["devices"] == "6,7"
   md = (wd / "summary.md").read_text()
   assert "Balanced Acc / AUC-PR / AUROC" in md and "0.8293±0.0016" in md   # TUAB, paper
   assert "| **default** (best) | 0,2 | 0.5100±0.0141 |" in md

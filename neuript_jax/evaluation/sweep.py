@@ -622,16 +622,19 @@ class _Active:
   lock_fd: int
   stderr_start: int
   record: dict
+  slot: int
 
 
 class Sweeper:
   """Runs a list of runs with up to `parallel` processes; see `execute`."""
 
   def __init__(self, sweep_dir: str, base_config: str, program: str = DEFAULT_PROGRAM,
-               parallel: int = 1, retry_failed: bool = True, env: dict | None = None,
-               log: Callable[[str], None] = print):
+               parallel: int = 1, retry_failed: bool = True, devices_per_run: int = 0,
+               env: dict | None = None, log: Callable[[str], None] = print):
     if parallel < 1:
       raise SweepError(f"--parallel must be >= 1, got {parallel}")
+    if devices_per_run < 0:
+      raise SweepError(f"--devices_per_run must be >= 0, got {devices_per_run}")
     self.sweep_dir = os.path.abspath(sweep_dir)
     self.base_config = base_config
     self.program = program
@@ -644,8 +647,18 @@ class Sweeper:
       self.env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     self.log = log
     self.stopping = False
+    # Slot k of `parallel` sees accelerators k*K .. k*K+K-1 (of CUDA_VISIBLE_DEVICES if set).
+    self.devices_per_run = devices_per_run
+    listed = self.env.get("CUDA_VISIBLE_DEVICES", "")
+    self.devices = listed.split(",") if listed else [str(i) for i in
+                                                     range(parallel * devices_per_run)]
+    if devices_per_run and len(self.devices) < parallel * devices_per_run:
+      raise SweepError(f"--parallel={parallel} x --devices_per_run={devices_per_run} needs "
+                       f"{parallel * devices_per_run} devices; CUDA_VISIBLE_DEVICES lists "
+                       f"{len(self.devices)}")
+    self.free_slots = list(range(parallel))
 
-  def _start(self, run: Run) -> _Active | None:
+  def _start(self, run: Run, slot: int) -> _Active | None:
     os.makedirs(run.workdir, exist_ok=True)
     lock_fd = os.open(os.path.join(run.workdir, RUN_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -665,6 +678,11 @@ class Sweeper:
               "paper_key": run.dataset.paper_key, "command": shell_command(cmd),
               "status": "running", "attempts": int(previous.get("attempts", 0)) + 1,
               "started": time.time()}
+    env = self.env
+    if self.devices_per_run:
+      k = self.devices_per_run
+      env = dict(env, CUDA_VISIBLE_DEVICES=",".join(self.devices[slot * k:(slot + 1) * k]))
+      record["devices"] = env["CUDA_VISIBLE_DEVICES"]
     _write_json(os.path.join(run.workdir, RUN_RECORD), record)
     out_path, err_path = (os.path.join(run.workdir, n) for n in (STDOUT_LOG, STDERR_LOG))
     header = f"=== sweep attempt {record['attempts']}: {record['command']}\n"
@@ -674,14 +692,15 @@ class Sweeper:
     stderr_start = os.path.getsize(err_path)
     with open(out_path, "a") as out, open(err_path, "a") as err:
       proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                              env=self.env, pass_fds=(lock_fd,),
+                              env=env, pass_fds=(lock_fd,),
                               preexec_fn=_die_with_parent)
     self.log(f"[sweep] started {run.run_id} (attempt {record['attempts']}, pid {proc.pid})")
-    return _Active(run, proc, lock_fd, stderr_start, record)
+    return _Active(run, proc, lock_fd, stderr_start, record, slot)
 
   def _finish(self, a: _Active) -> str:
     rc = a.proc.returncode
     os.close(a.lock_fd)
+    self.free_slots.append(a.slot)
     record = dict(a.record, exit_code=rc, ended=time.time())
     if is_finished(a.run.workdir):
       record["status"] = "finished"
@@ -731,10 +750,12 @@ class Sweeper:
       while pending or active:
         while pending and len(active) < self.parallel and not self.stopping:
           run = pending.popleft()
-          a = self._start(run)
+          slot = min(self.free_slots)
+          a = self._start(run, slot)
           if a is None:
             status[run.run_id] = "finished" if is_finished(run.workdir) else "running"
           else:
+            self.free_slots.remove(slot)
             active[run.run_id] = a
         if self.stopping:
           for run in pending:

@@ -122,7 +122,14 @@ def _paper_cells(ds: DatasetSummary) -> list[str]:
   return [fmt(*ds.paper.metrics[m]) if m in ds.paper.metrics else "–" for m in ds.metrics]
 
 
-def markdown(summaries: Sequence[DatasetSummary], rows: Sequence[dict]) -> str:
+def _short_path(path: str, sweep_dir: str) -> str:
+  """`path` relative to the sweep folder when it lies inside it."""
+  rel = os.path.relpath(path, os.path.abspath(sweep_dir)) if path else ""
+  return path if not rel or rel.startswith("..") else rel
+
+
+def markdown(summaries: Sequence[DatasetSummary], rows: Sequence[dict], sweep_dir: str = ".") \
+    -> str:
   counts = collections.Counter(r.get("status") for r in rows)
   out = ["# Fine-tuning sweep summary", "",
          f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".",
@@ -168,7 +175,7 @@ def markdown(summaries: Sequence[DatasetSummary], rows: Sequence[dict]) -> str:
       plots = " ".join(f"[{os.path.splitext(os.path.basename(p))[0]}]({_link(p)})"
                        for p in r.get("plots") or [])
       if done:
-        where = r.get("checkpoint") or ""
+        where = "checkpoint " + _short_path(r.get("checkpoint") or "", sweep_dir)
       elif r.get("error"):
         err = r["error"]
         last = (err.get("stderr_tail") or "").strip().splitlines()[-1:] or [""]
@@ -219,7 +226,7 @@ def write_summary(rows: Sequence[dict], sweep_dir: str) -> tuple[str, str]:
   """Write summary.md and summary.csv for `rows` (results.jsonl); returns their paths."""
   summaries = summarize(rows)
   md_path, csv_path = (os.path.join(sweep_dir, n) for n in (SUMMARY_MD, SUMMARY_CSV))
-  for path, text in ((md_path, markdown(summaries, rows)), (csv_path, csv_text(summaries))):
+  for path, text in ((md_path, markdown(summaries, rows, sweep_dir)), (csv_path, csv_text(summaries))):
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
       f.write(text)
