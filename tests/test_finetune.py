@@ -127,6 +127,8 @@ def test_results_json_and_selection_on_validation(uninterrupted):
   assert results["validation"]["balanced_accuracy"] == pytest.approx(
       best["val_balanced_accuracy"])
   assert not any(k.startswith("test") for r in vals for k in r)
+  for png in ("confusion_matrix_val", "confusion_matrix_test", "roc_test", "pr_test", "curves"):
+    assert os.path.getsize(os.path.join(wd, f"{png}.png")) > 5000, png
 
 
 def test_init_from_reference_npz_loads_encoder(npz):
@@ -159,15 +161,35 @@ def test_init_from_mismatched_npz_names_tensors(tmp_path):
     finetune.check_encoder_fit(tree, finetune.param_shapes(model_cfg()), "ckpt")
 
 
-def test_evaluate_launcher_reproduces_test_metrics(uninterrupted, shards):
+def test_evaluate_launcher_reproduces_test_metrics(uninterrupted, shards, tmp_path):
   from launch import evaluate
   wd, _ = uninterrupted
-  m = evaluate.evaluate(wd, [shards], "test", batch_size=16)
+  m = evaluate.evaluate(wd, [shards], "test", batch_size=16, plots_dir=str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["confusion_matrix_test.png", "curves.png",
+                                          "pr_test.png", "roc_test.png"]
   with open(os.path.join(wd, "results.json")) as f:
     want = json.load(f)["test"]
   for k in METRICS:
     assert m[k] == pytest.approx(want[k], abs=1e-6) if k != "confusion_matrix" else \
         m[k] == want[k]
+
+
+def test_embedded_features_feed_the_head(uninterrupted, shards):
+  """launch.embed's features of a fine-tuned run, through the run's head, are its logits."""
+  import jax
+  from launch import embed, evaluate
+  from neuript_jax.train import finetune
+  from neuript_jax.train import mesh as mesh_lib
+  wd, _ = uninterrupted
+  z = embed.embed_splits(wd, [shards], ["test"], batch_size=16)["test"]
+  model_cfg, params, run_cfg, _ = evaluate.load_finetuned(wd)
+  data_cfg = evaluate.split_data_config([shards], "test", 16, run_cfg["config"]["data"])
+  labels, logits = finetune.predict_split(jax.jit(finetune.make_predict(model_cfg)), params,
+                                          data_cfg, mesh_lib.make_mesh([-1, 1, 1, 1]), 16)
+  head = jax.tree_util.tree_map(np.asarray, params[finetune.HEAD_KEY]["classification_layer"])
+  np.testing.assert_array_equal(z["labels"], labels)
+  np.testing.assert_allclose(z["features"] @ head["kernel"] + head["bias"], logits, rtol=1e-4,
+                             atol=1e-4)
 
 
 def test_sigkill_then_resume_gives_identical_run(shards, npz, uninterrupted, tmp_path):

@@ -6,7 +6,10 @@ Model selection: every `eval_every` steps (default: each epoch) the whole valida
 scored with `neuript_jax.evaluation.compute_metrics`; the checkpoint with the best
 `select_metric` goes to `<workdir>/best` (orbax; its "eval_loss" is the negated metric for
 higher-is-better metrics). The test split is read only after training, once, with those params.
-`<workdir>/results.json` holds {"validation": metrics, "test": metrics, "selected_step", ...}.
+`<workdir>/results.json` holds {"validation": metrics, "test": metrics, "selected_step", ...};
+then the selected checkpoint's plots (neuript_jax.evaluation.plots) are written next to it:
+confusion_matrix_val.png, confusion_matrix_test.png, roc_test.png, pr_test.png and curves.png
+(training / validation curves from metrics.jsonl).
 
 Resume: `<workdir>/checkpoints` holds the train state and, as JSON, the data iterator state and
 the selection state (best score/step, validations since the best, stop flag), so a killed run
@@ -103,6 +106,13 @@ def data_configs(config, workdir: str):
     return e
 
   return train_cfg, eval_cfg(config.val_split), eval_cfg(config.test_split)
+
+
+def label_names(data_cfg) -> list[str] | None:
+  """Class names (the first source's recipe label_names), or None if its manifest has none."""
+  src = pipeline.dataset_summary(data_cfg)["sources"][0]["path"]
+  manifest = json.loads((Path(src) / pipeline.MANIFEST).read_text())
+  return list(manifest.get("recipe", {}).get("config", {}).get("label_names") or []) or None
 
 
 def class_counts(data_cfg, num_classes: int) -> np.ndarray:
@@ -332,11 +342,16 @@ def nll(labels, logits) -> float:
   return float(np.mean(lse - logits[np.arange(len(labels)), labels]))
 
 
-def split_metrics(predict, params, data_cfg, mesh, batch_size, num_classes) -> dict:
-  labels, logits = predict_split(predict, params, data_cfg, mesh, batch_size)
+def prediction_metrics(labels, logits, num_classes) -> dict:
+  """compute_metrics plus "nll"."""
   m = metrics_lib.compute_metrics(labels, logits, num_classes)
   m["nll"] = nll(labels, logits)
   return m
+
+
+def split_metrics(predict, params, data_cfg, mesh, batch_size, num_classes) -> dict:
+  labels, logits = predict_split(predict, params, data_cfg, mesh, batch_size)
+  return prediction_metrics(labels, logits, num_classes)
 
 
 def selection_score(m: dict, name: str) -> float:
@@ -555,10 +570,9 @@ def train(config, workdir: str) -> dict:
     checkpointer.close()
   logging.info("selected step %d by validation %s; evaluating it on the %s split (once)",
                sel["best_step"], config.select_metric, config.test_split)
-  val_m = split_metrics(predict, best, val_data, mesh, config.eval_batch_size,
-                        model_cfg.num_classes)
-  test_m = split_metrics(predict, best, test_data, mesh, config.eval_batch_size,
-                         model_cfg.num_classes)
+  preds = {name: predict_split(predict, best, data, mesh, config.eval_batch_size)
+           for name, data in (("val", val_data), ("test", test_data))}
+  val_m, test_m = (prediction_metrics(*preds[k], model_cfg.num_classes) for k in ("val", "test"))
   results = {
       "validation": val_m, "test": test_m, "selected_step": sel["best_step"],
       "select_metric": config.select_metric, "steps_trained": int(jax.device_get(state["step"])),
@@ -571,7 +585,22 @@ def train(config, workdir: str) -> dict:
   }
   _write_json(results_path, results)
   logging.info("test (%s): %s", config.test_split, metrics_lib.format_metrics(test_m))
+  write_run_plots(workdir, preds, model_cfg.num_classes, label_names(train_data))
   return results
+
+
+def write_run_plots(workdir: str, preds: dict, num_classes: int, class_names=None) -> None:
+  """confusion_matrix_{val,test}.png, roc_test.png, pr_test.png and curves.png (metrics.jsonl)
+  in `workdir`; preds: {"val"/"test": (labels, logits)} of the selected checkpoint."""
+  from neuript_jax.evaluation import plots
+  if class_names is not None and len(class_names) != max(num_classes, 2):
+    class_names = None
+  for split, (labels, logits) in preds.items():
+    plots.write_prediction_plots(workdir, split, labels, logits, num_classes, class_names,
+                                 curves=split == "test")
+  plots.plot_training_curves(os.path.join(workdir, "metrics.jsonl"),
+                             os.path.join(workdir, "curves.png"), os.path.basename(workdir))
+  logging.info("plots written to %s", workdir)
 
 
 def restore_state(manager, step: int, like_state):
