@@ -252,6 +252,12 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
   assert (tmp_path / "log").read_text().split() == ["start", str(wd / "runs/tuab/default/seed1"),
                                                     "finish", str(wd / "runs/tuab/default/seed1")]
   assert [r["status"] for r in read_rows(wd)] == ["finished"] * 3
+  # --summarize_only's rebuild from the run folders gives the same files.
+  before = {n: (wd / n).read_text() for n in ("results.jsonl", "summary.md", "summary.csv")}
+  for n in before:
+    (wd / n).unlink()
+  sweep.refresh(str(wd))
+  assert {n: (wd / n).read_text() for n in before} == before
 
 
 def test_resume_after_sigkill(tmp_path):
@@ -290,6 +296,29 @@ def test_resume_after_sigkill(tmp_path):
   assert len(rows) == 4 and {r["status"] for r in rows} == {"finished"}
   record = json.load(open(os.path.join(interrupted, sweep.RUN_RECORD)))
   assert record["attempts"] == 2 and record["status"] == "finished"
+
+
+def test_sigterm_stops_the_sweep_and_a_rerun_completes(tmp_path):
+  data = write_manifest(tmp_path / "tuev")
+  wd, log = tmp_path / "sw", tmp_path / "log"
+  cmd = sweep_cmd(wd, "--datasets=tuev", f"--data=tuev={data}", "--seeds=0,1,2",
+                  f"--program={FAKE}")
+  e = fake_env(FAKE_LOG=log, FAKE_SECONDS=30)
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=e)
+  start = time.time()
+  while not (log.exists() and "start" in log.read_text()):
+    assert proc.poll() is None and time.time() - start < 120
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=60)
+  assert proc.returncode == 1, err[-3000:]
+  assert "interrupted: tuev/default/seed0" in out and "not started: tuev/default/seed2" in out
+  assert [r["status"] for r in read_rows(wd)] == ["interrupted"]   # the others never started
+  res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=fake_env(FAKE_LOG=log))
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert [r["status"] for r in read_rows(wd)] == ["finished"] * 3
 
 
 # -- the real thing -------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from data_prep.job import atomic_write_text
 from neuript_jax import geometry
 from neuript_jax.data import pipeline
 
@@ -194,16 +195,23 @@ def split_top_level(text: str, sep: str) -> list[str]:
 def parse_grid(text: str, base) -> list[GridAxis]:
   """'lr=1e-5,5e-6;c_layers=3,6' -> axes; ';' separates keys, ',' values (commas inside
   brackets or quotes belong to the value, e.g. merge_layers=(1,2,2),(1,4,2))."""
-  axes: list[GridAxis] = []
-  for entry in split_top_level(text or "", ";"):
+  axes = [make_axis(key, [v.strip() for v in split_top_level(values, ",")], base)
+          for key, values in key_values(text, ";", "--grid", "key=value1,value2,...")]
+  return _check_axes(axes)
+
+
+def key_values(text: str, sep: str, flag: str, form: str) -> list[tuple[str, str]]:
+  """'a=1<sep>b=2' -> [('a', '1'), ('b', '2')] (stripped; empty entries skipped)."""
+  out = []
+  for entry in split_top_level(text or "", sep):
     entry = entry.strip()
     if not entry:
       continue
     if "=" not in entry:
-      raise SweepError(f"--grid entry {entry!r}: expected key=value1,value2,...")
-    key, values = (s.strip() for s in entry.split("=", 1))
-    axes.append(make_axis(key, [v.strip() for v in split_top_level(values, ",")], base))
-  return _check_axes(axes)
+      raise SweepError(f"{flag} entry {entry!r}: expected {form}")
+    key, value = entry.split("=", 1)
+    out.append((key.strip(), value.strip()))
+  return out
 
 
 def load_grid_file(path: str, base) -> list[GridAxis]:
@@ -313,13 +321,7 @@ class Dataset:
 def parse_data_flag(text: str) -> dict:
   """'tuev=/data/tuev,tuab=/data/tuab' -> {name: path}."""
   out = {}
-  for entry in split_top_level(text or "", ","):
-    entry = entry.strip()
-    if not entry:
-      continue
-    if "=" not in entry:
-      raise SweepError(f"--data entry {entry!r}: expected name=PATH")
-    name, path = (s.strip() for s in entry.split("=", 1))
+  for name, path in key_values(text, ",", "--data", "name=PATH"):
     if name in out:
       raise SweepError(f"--data names dataset {name!r} twice")
     out[name] = path
@@ -482,11 +484,7 @@ def is_finished(workdir: str) -> bool:
 
 
 def _write_json(path: str, obj) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, default=str)
-    f.write("\n")
-  os.replace(tmp, path)
+  atomic_write_text(Path(path), json.dumps(obj, indent=1, default=str) + "\n")
 
 
 def _read_json(path: str):
@@ -563,16 +561,8 @@ def collect_rows(sweep_dir: str) -> list[dict]:
 
 def write_results_jsonl(sweep_dir: str, rows: Sequence[dict]) -> str:
   path = os.path.join(sweep_dir, RESULTS_JSONL)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    for r in rows:
-      f.write(json.dumps(r, default=_json_default, allow_nan=True) + "\n")
-  os.replace(tmp, path)
+  atomic_write_text(Path(path), "".join(json.dumps(r, default=str) + "\n" for r in rows))
   return path
-
-
-def _json_default(x):
-  return str(x)
 
 
 def read_results_jsonl(path: str) -> list[dict]:

@@ -25,10 +25,12 @@ import io
 import math
 import os
 import urllib.parse
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from data_prep.job import atomic_write_text
 from neuript_jax.evaluation import metrics as metrics_lib
 from neuript_jax.evaluation import paper_results
 
@@ -226,9 +228,6 @@ def write_summary(rows: Sequence[dict], sweep_dir: str) -> tuple[str, str]:
   """Write summary.md and summary.csv for `rows` (results.jsonl); returns their paths."""
   summaries = summarize(rows)
   md_path, csv_path = (os.path.join(sweep_dir, n) for n in (SUMMARY_MD, SUMMARY_CSV))
-  for path, text in ((md_path, markdown(summaries, rows, sweep_dir)), (csv_path, csv_text(summaries))):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
+  atomic_write_text(Path(md_path), markdown(summaries, rows, sweep_dir))
+  atomic_write_text(Path(csv_path), csv_text(summaries))
   return md_path, csv_path
