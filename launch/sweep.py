@@ -24,7 +24,8 @@ every run, --set=tuev:field=value to one dataset's runs; the grid wins over --se
 Resume: rerun the same command. Finished runs (results.json in the run folder) are skipped;
 interrupted ones restart and launch.finetune resumes from their last checkpoint; failed ones
 are retried (--noretry_failed: kept as failed). A failed run is recorded with its exit code and
-stderr tail and the sweep goes on; the exit code is 1 if any run of this share did not finish.
+stderr tail and the sweep goes on. Exit code: 0 when every run of this share is finished, 1
+when one failed or was interrupted, 2 for bad flags (the message names the flag or grid key).
 Clusters: `--shard=i/n` on node i of n (same flags everywhere) runs runs i, i+n, i+2n, ... of
 the datasets x settings x seeds list; with a shared --workdir every node rebuilds the same
 results.jsonl/summary from all run folders. SIGTERM is forwarded to the running runs (they

@@ -410,10 +410,6 @@ class Run:
   workdir: str              # <sweep dir>/runs/<dataset>/<setting>/seed<k>
 
   @property
-  def rel_dir(self) -> str:
-    return os.path.join("runs", self.dataset.name, self.setting, f"seed{self.seed}")
-
-  @property
   def run_id(self) -> str:
     return f"{self.dataset.name}/{self.setting}/seed{self.seed}"
 
@@ -651,12 +647,16 @@ class Sweeper:
   def _start(self, run: Run, slot: int) -> _Active | None:
     os.makedirs(run.workdir, exist_ok=True)
     lock_fd = os.open(os.path.join(run.workdir, RUN_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      os.close(lock_fd)
-      self.log(f"[sweep] {run.run_id}: running in another process (locked); skipped")
-      return None
+    for attempt in range(5):   # a status check elsewhere holds the lock for an instant
+      try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        if attempt == 4:
+          os.close(lock_fd)
+          self.log(f"[sweep] {run.run_id}: running in another process (locked); skipped")
+          return None
+        time.sleep(0.2)
     if is_finished(run.workdir):   # finished while we waited for the lock
       os.close(lock_fd)
       return None
