@@ -321,6 +321,23 @@ def test_sigterm_stops_the_sweep_and_a_rerun_completes(tmp_path):
   assert [r["status"] for r in read_rows(wd)] == ["finished"] * 3
 
 
+def test_run_locked_by_another_process_is_not_started(tmp_path):
+  import fcntl
+  data = write_manifest(tmp_path / "tuev")
+  wd, log = tmp_path / "sw", tmp_path / "log"
+  busy = wd / "runs/tuev/default/seed1"
+  busy.mkdir(parents=True)
+  with open(busy / sweep.RUN_LOCK, "w") as held:
+    fcntl.flock(held, fcntl.LOCK_EX)
+    res = subprocess.run(sweep_cmd(wd, "--datasets=tuev", f"--data=tuev={data}", "--seeds=0,1",
+                                   f"--program={FAKE}"),
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=fake_env(FAKE_LOG=log))
+  assert res.returncode == 1 and "running: tuev/default/seed1" in res.stdout, res.stdout
+  assert log.read_text().split() == ["start", str(wd / "runs/tuev/default/seed0"),
+                                     "finish", str(wd / "runs/tuev/default/seed0")]
+
+
 # -- the real thing -------------------------------------------------------------------------------
 
 def test_tiny_sweep_through_finetune(shards, tmp_path):  # noqa: F811
