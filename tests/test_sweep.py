@@ -201,8 +201,8 @@ def test_summary_mean_std_and_best_on_validation(tmp_path):
   assert "0.6761±0.0133 | 0.6970±0.0185 | 0.8428±0.0089" in best_line   # paper, TUEV table
   assert "Balanced Acc / Cohen's Kappa / Weighted F1" in best_line
   assert "| **lr=2** (best) | 0,1,2 | 0.5100±0.0100 | " + want in md
-  assert "| lr=1 | 0,1 | 0.4100±0.0141 | 0.7100±0.0141 | 0.6200±0.0283 | 0.8050±0.0071 | 0 / 0 |" \
-      in md
+  assert ("| lr=1 | 0,1 | 0.4100±0.0141 | 0.7100±0.0141 | 0.6200±0.0283 | 0.8050±0.0071 "
+          "| 0 / 0 |") in md
   assert "[confusion_matrix](runs/tuev/lr=1/seed0/confusion_matrix.png)" in md
   assert "exit code 1: ValueError: bad" in md
   with open(csv_path) as f:
