@@ -2,7 +2,7 @@ r"""Fine-tuning sweeps over datasets x hyper-parameters x seeds, with paper-form
 
   python -m launch.sweep --datasets=tuev,tuab --seeds=0,1,2,3,4 \
       --grid='lr=1e-5,5e-6;c_layers=3,6' --data_root=/data/prepared --workdir=runs/sweep1 \
-      --set=init_from=runs/pretrain/checkpoints --set=tuev:epochs=20 --parallel=2
+      --set=init_from=runs/pretrain --set=tuev:epochs=20 --parallel=2
 
 Each run is a subprocess `python -m launch.finetune --config=<--base_config>
 --workdir=<workdir>/runs/<dataset>/<setting>/seed<k> --config.<field>=<value> ...`; add
