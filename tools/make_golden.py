@@ -23,14 +23,12 @@ random A-law-compressed input:
 from __future__ import annotations
 
 import json
-import math
 import os
-import sys
-import types
-import warnings
 
 from absl import app, flags
 import numpy as np
+
+from tools import torch_reference
 
 TORCH_REF = flags.DEFINE_string("torch_ref", None, "folder of the reference code "
                                 "(holds cross_models/ and utils/)")
@@ -42,7 +40,6 @@ SEED = flags.DEFINE_integer("seed", 0, "torch / numpy seed")
 MASK_MODE = flags.DEFINE_enum("mask_mode", "random", ["random", "runs"],
                               "stage 1 point mask: 'random' points, or contiguous 'runs' of "
                               "2-8 points (fewer coarse segments masked)")
-AUX_WEIGHT = 0.8
 
 DEFAULTS = {
     "d_model": 48, "n_heads": 4, "d_ff": 48, "hidden_dim": 32, "hidden_dim_shared": 48,
@@ -65,42 +62,6 @@ def full_config(user: dict, stage: int) -> dict:
   ordered = {k: cfg[k] for k in KEY_ORDER if k in cfg}
   ordered.update({k: v for k, v in cfg.items() if k not in ordered})
   return ordered
-
-
-def import_reference(path: str):
-  try:
-    import torch  # noqa: F401
-  except ImportError:
-    raise app.UsageError("make_golden needs PyTorch (pip install torch); it is not installed")
-  for mod in ("einops", "seaborn", "mne"):
-    try:
-      __import__(mod)
-    except ImportError:
-      raise app.UsageError(f"the reference code imports {mod!r}; install it to use this tool")
-  path = os.path.abspath(path)
-  if not os.path.isdir(os.path.join(path, "cross_models")):
-    raise app.UsageError(f"--torch_ref {path}: no cross_models/ folder there")
-  sys.path.insert(0, path)
-  warnings.filterwarnings("ignore", category=FutureWarning)   # MNE montage renames
-  from cross_models.stage_1_model import Stage_1_model
-  from cross_models.stage_2_model import Stage_2_model
-  from cross_models.moe_models.primary_shared_expert import MoE
-  from cross_models.attn import FlashAttentionLayer
-  return Stage_1_model, Stage_2_model, MoE, FlashAttentionLayer
-
-
-def make_args(cfg: dict, batch: int, stage: int):
-  a = types.SimpleNamespace(**cfg)
-  a.input_dim = a.output_dim = cfg["d_model"]
-  a.out_len = cfg["T"]           # seg_len = 1: one token per sample
-  a.seg_len = 1
-  a.batch_size_stage_1 = batch
-  a.cls_only = stage == 2
-  a.use_shared_expert = True
-  n_dec = len(cfg["merge_layers"]) + 1
-  a.dec_expert = list(cfg.get("dec_expert", [0] * n_dec))
-  a.cross_expert = list(cfg.get("cross_expert", [0] * n_dec))
-  return a
 
 
 def a_law(x, A=0.25):
@@ -143,24 +104,14 @@ def main(argv):
   stage = STAGE.value
   if stage not in (1, 2):
     raise app.UsageError("--stage must be 1 or 2")
-  Stage_1_model, Stage_2_model, MoE, FlashAttentionLayer = import_reference(TORCH_REF.value)
+  ref = torch_reference.import_reference(TORCH_REF.value)
   import torch
-  import torch.nn.functional as F
 
   cfg = full_config(json.loads(CONFIG.value), stage)
   batch, T, D = BATCH.value, cfg["T"], cfg["data_dim"]
-  args = make_args(cfg, batch, stage)
   torch.manual_seed(SEED.value)
   rng = np.random.default_rng(SEED.value)
-  common = dict(data_dim=D, out_len=T, seg_len=1, merge_layers=list(cfg["merge_layers"]),
-                args=args, d_model=cfg["d_model"], d_ff=cfg["d_ff"], n_heads=cfg["n_heads"],
-                e_layers=len(cfg["merge_layers"]), dropout=cfg["dropout"])
-  if stage == 2:
-    model = Stage_2_model(c_layers=cfg["c_layers"], num_classes=cfg["num_classes"],
-                          part=cfg["part"], **common)
-  else:
-    model = Stage_1_model(**common)
-  model = model.float()
+  model = torch_reference.build_model(ref, cfg, batch, stage)
 
   out = {"config": np.array(json.dumps(cfg))}
   for name, t in model.state_dict().items():
@@ -198,29 +149,21 @@ def main(argv):
   # Train mode, deterministic: dropout 0, gate noise 0 (the aux loss is still computed).
   model.train()
   for mod in model.modules():
-    if isinstance(mod, MoE):
+    if isinstance(mod, ref.MoE):
       mod.noise_std = 0.0
-    elif isinstance(mod, FlashAttentionLayer):
+    elif isinstance(mod, ref.FlashAttentionLayer):
       mod.dropout = 0.0
     elif isinstance(mod, torch.nn.Dropout):
       mod.p = 0.0
   model.zero_grad()
+  task, aux, loss, train_out = torch_reference.train_loss(
+      model, stage, x.clone(), labels if stage == 2 else None, None if stage == 2 else masks)
   if stage == 2:
-    logits, aux = model(x.clone())
-    if logits.shape[-1] == 1:
-      task = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
-    else:
-      task = F.cross_entropy(logits, labels)
-    out["train/logits"] = logits.detach().numpy()
+    out["train/logits"] = train_out.detach().numpy()
     out["train/task_loss"] = task.detach().numpy()
   else:
-    pred, aux = model(x.clone(), masks, masks)
-    target = x[masks[0].transpose(1, 2)].view(batch, -1, D)
-    task = (pred - target).abs().mean()
-    out["train/pred"] = pred.detach().numpy()
+    out["train/pred"] = train_out.detach().numpy()
     out["train/rec_loss"] = task.detach().numpy()
-  aux = torch.as_tensor(aux, dtype=torch.float32)
-  loss = task + AUX_WEIGHT * aux
   loss.backward()
   out["train/aux"] = aux.detach().numpy()
   out["train/loss"] = loss.detach().numpy()

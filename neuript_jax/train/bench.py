@@ -1,0 +1,346 @@
+"""Side-by-side timing of our train steps and forward passes (and, given its callables, the
+PyTorch reference's) on one batch; MFU from the analytic FLOP count. `launch/bench.py` is the
+absl main.
+
+Parts (each timed as one call that blocks until its result is ready):
+  train2    stage-2 (fine-tuning) train step: forward + cross-entropy + aux, backward, AdamW
+            (`neuript_jax.train.finetune.make_train_step`, jitted and donated by its setup)
+  train1    stage-1 (pretraining) train step: AAMP masks + corruption, forward, loss,
+            backward, AdamW (`neuript_jax.train.step.make_train_step` via pretrain.setup)
+  forward2  stage-2 eval forward (logits)
+  forward1  stage-1 eval forward (prediction) with fixed AAMP block masks
+
+Method: every part is compiled first (compile time reported separately: lower + compile),
+then `warmup` untimed calls, then `steps` repetitions; within a repetition the parts run in a
+fixed order and, when a reference side is given, each of ours is followed by the reference's
+same part, so slow drifts of a shared machine hit both sides alike. Reported times are
+medians over the repetitions.
+
+The input is one batch: x = A-law(N(0, 30 µV)) [B, T, D] from numpy (seed 0), labels
+uniform over the classes, and the AAMP block masks of the stage-1 step's first key (the masks
+our step draws at step 0; the reference's stage-1 step gets exactly these masks every
+repetition).
+
+MFU = analytic train FLOPs per second (`neuript_jax.model.counting.train_flops`: matmuls,
+3x forward) / peak. Peak: `PEAK_TFLOPS` for the device kind and compute dtype on
+accelerators; on CPU a measured fp32 matmul rate (`measure_cpu_matmul_peak`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import resource
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PARTS = ("train2", "train1", "forward2", "forward1")
+
+# Dense peak TFLOP/s per device kind (substring of jax's device_kind, lower case):
+# (bfloat16 tensor core / MXU, float32 matmul as XLA runs it by default: TF32 on NVIDIA).
+PEAK_TFLOPS = {
+    "h200": (989.0, 494.0),
+    "h100": (989.0, 494.0),
+    "a100": (312.0, 156.0),
+    "l4": (121.0, 60.0),
+    "tpu v4": (275.0, 275.0),
+    "tpu v5 lite": (197.0, 197.0),
+    "tpu v5e": (197.0, 197.0),
+    "tpu v5p": (459.0, 459.0),
+    "tpu v5": (459.0, 459.0),
+    "tpu v6 lite": (918.0, 918.0),
+    "tpu v6e": (918.0, 918.0),
+}
+
+
+def part_keys(part: str) -> dict:
+  """JSON key names of a part: stage 2 unprefixed (jax_train_step_s, ratio, ...), stage 1 with
+  a "stage1_" prefix; forward parts use forward_ ... ratio names."""
+  prefix = "stage1_" if part.endswith("1") else ""
+  kind = "train_step" if part.startswith("train") else "forward"
+  ratio = f"{prefix}ratio" if kind == "train_step" else f"{prefix}forward_ratio"
+  return {"jax": f"jax_{prefix}{kind}_s", "torch": f"torch_{prefix}{kind}_s", "ratio": ratio,
+          "prefix": prefix, "kind": kind}
+
+
+# -- peaks and memory ----------------------------------------------------------------------------
+
+def measure_cpu_matmul_peak(n: int = 1024, reps: int = 5) -> float:
+  """Best fp32 FLOP/s of an [n, n] x [n, n] matmul, max over numpy (BLAS) and XLA."""
+  a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+  b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+  best = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    a @ b
+    best.append(time.perf_counter() - t)
+  cpu = jax.devices("cpu")[0]
+  aj, bj = jax.device_put(a, cpu), jax.device_put(b, cpu)
+  mm = jax.jit(lambda x, y: x @ y)
+  mm(aj, bj).block_until_ready()
+  for _ in range(reps):
+    t = time.perf_counter()
+    mm(aj, bj).block_until_ready()
+    best.append(time.perf_counter() - t)
+  return 2.0 * n ** 3 / min(best)
+
+
+def device_peak_flops(device, dtype: str) -> tuple[float | None, str]:
+  """(peak FLOP/s, where it comes from) for one device and compute dtype."""
+  if device.platform == "cpu":
+    return measure_cpu_matmul_peak(), "measured fp32 matmul (numpy/XLA, best of 5, n=1024)"
+  kind = device.device_kind.lower()
+  for name, (bf16, fp32) in PEAK_TFLOPS.items():
+    if name in kind:
+      tf = bf16 if jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else fp32
+      return tf * 1e12, f"table: {name} {dtype} dense {tf:g} TFLOP/s"
+  return None, f"no peak known for device kind {device.device_kind!r}"
+
+
+def peak_memory(device) -> tuple[int | None, str]:
+  """(bytes, what): device peak_bytes_in_use on accelerators, process peak RSS on CPU."""
+  if device.platform != "cpu":
+    stats = device.memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+      return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use"
+  return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "host peak RSS"
+
+
+# -- configs and the batch -----------------------------------------------------------------------
+
+def parse_override(text: str):
+  """'field=value' -> (field, python value); the value is a Python literal or a bare string."""
+  import ast
+  if "=" not in text:
+    raise ValueError(f"--model_override {text!r}: expected field=value")
+  key, value = text.split("=", 1)
+  try:
+    return key.strip(), ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key.strip(), value
+
+
+def preset_model(preset: str, overrides=()):
+  """The `model` ConfigDict of neuript_jax/configs/<preset>.py with field=value overrides."""
+  try:
+    cfg = importlib.import_module(f"neuript_jax.configs.{preset}").get_config()
+  except ModuleNotFoundError:
+    raise ValueError(f"--preset {preset!r}: no neuript_jax/configs/{preset}.py") from None
+  model = cfg.model
+  for text in overrides:
+    key, value = parse_override(text)
+    if key not in model:
+      raise ValueError(f"--model_override {text!r}: the model has no field {key!r} "
+                       f"(fields: {', '.join(sorted(model.keys()))})")
+    setattr(model, key, tuple(value) if isinstance(value, list) else value)
+  return model, int(cfg.batch_size)
+
+
+def make_batch(model_cfg, batch: int, seed: int = 0) -> dict:
+  """{"x" [B, T, D] float32 A-law of N(0, 30 µV), "label" [B] int32} (numpy)."""
+  from neuript_jax import signal
+  rng = np.random.default_rng(seed)
+  x = signal.a_law_compress(rng.normal(0.0, 30.0, (batch, model_cfg.T, model_cfg.data_dim)))
+  labels = rng.integers(0, max(model_cfg.num_classes, 2), batch)
+  return {"x": x.astype(np.float32), "label": labels.astype(np.int32)}
+
+
+# -- our side ------------------------------------------------------------------------------------
+
+class JaxParts:
+  """Compiled, ready-to-time callables of our model for the requested parts.
+
+  `calls[part]()` runs one call and blocks; `compile_s[part]`; `block_masks` (numpy list of
+  [B, D, L_l] bool) are the stage-1 masks every side uses.
+  """
+
+  def __init__(self, model_block, batch_np: dict, parts=PARTS, total_steps: int = 10_000):
+    from neuript_jax import masking
+    from neuript_jax.configs import finetune as finetune_config
+    from neuript_jax.configs import pretrain as pretrain_config
+    from neuript_jax.configs.common import to_model_config
+    from neuript_jax.model import Stage1Model, Stage2Model
+    from neuript_jax.train import finetune, mesh as mesh_lib, pretrain
+
+    self.model_cfg = cfg = to_model_config(model_block)
+    self.calls: dict[str, Callable[[], object]] = {}
+    self.compile_s: dict[str, float] = {}
+    mesh = mesh_lib.make_mesh([1, 1, 1, 1], devices=jax.devices()[:1])
+    batch = int(batch_np["x"].shape[0])
+    gb = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh, v.ndim))
+          for k, v in batch_np.items()}
+
+    pre = pretrain_config.get_config()
+    pre.model = model_block
+    pre.data.global_batch_size = batch
+    pre.total_steps = total_steps
+    # The masks our stage-1 step draws at step 0 (same key derivation as step.py).
+    rng_data = jax.random.key_data(jax.random.key(pre.seed + 1))
+    k_mask = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(rng_data), 0), 3)[0]
+    _, blocks, _ = jax.jit(lambda k, x: masking.make_masks(
+        k, x, pre.masking, cfg.block_lengths(), cfg.merge_layers))(k_mask, gb["x"])
+    self.block_masks = [np.asarray(m) for m in blocks]
+
+    if "train1" in parts or "forward1" in parts:
+      state1, step1, _, _ = pretrain.setup(pre, cfg, mesh)
+      if "train1" in parts:
+        self._add_step("train1", step1, state1, {"x": gb["x"]})
+      if "forward1" in parts:
+        model1 = Stage1Model(cfg)
+        fwd1 = jax.jit(lambda p, x, m: model1.apply({"params": p}, x, m, m, True)[0])
+        self._add_call("forward1", fwd1, state1["params"], gb["x"], list(blocks))
+    if "train2" in parts or "forward2" in parts:
+      ft = finetune_config.get_config()
+      ft.model = model_block
+      ft.loss = "cross_entropy"
+      state2, step2, predict = finetune.setup(
+          ft, cfg, mesh, mesh_lib.DEFAULT_RULES, total_steps, 0,
+          np.ones(max(cfg.num_classes, 2), np.int64))
+      if "forward2" in parts:
+        self._add_call("forward2", predict, state2["params"], gb["x"])
+      if "train2" in parts:
+        self._add_step("train2", step2, state2, gb)
+
+  def _compile(self, part, fn, *args):
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    self.compile_s[part] = time.perf_counter() - start
+    return compiled
+
+  def _add_step(self, part, step, state, batch):
+    compiled = self._compile(part, step, state, batch)
+    holder = {"state": state}
+
+    def call():
+      holder["state"], metrics = compiled(holder["state"], batch)
+      jax.block_until_ready((holder["state"], metrics))
+
+    self.calls[part] = call
+
+  def _add_call(self, part, fn, params, *args):
+    # A copy: the train steps donate (delete) the state's own params.
+    args = (jax.tree_util.tree_map(jnp.copy, params),) + args
+    compiled = self._compile(part, fn, *args)
+    self.calls[part] = lambda: jax.block_until_ready(compiled(*args))
+
+
+# -- timing ---------------------------------------------------------------------------------------
+
+def time_alternating(sides: dict, parts, steps: int, warmup: int = 1) -> dict:
+  """sides: {"jax": {part: call}, "torch": {part: call}} -> {side: {part: [seconds, ...]}}.
+
+  Each call warms up `warmup` times, then repetition r runs, for each part in order, every
+  side's call of that part once.
+  """
+  for calls in sides.values():
+    for part in parts:
+      if part in calls:
+        for _ in range(warmup):
+          calls[part]()
+  times = {side: {p: [] for p in parts if p in calls} for side, calls in sides.items()}
+  for _ in range(steps):
+    for part in parts:
+      for side, calls in sides.items():
+        if part in calls:
+          start = time.perf_counter()
+          calls[part]()
+          times[side][part].append(time.perf_counter() - start)
+  return times
+
+
+def summarize(times: dict, model_cfg, batch: int, parts, peak_flops: float | None) -> dict:
+  """Medians, ratios, samples/s, GFLOP/s and MFU per part, under the JSON key names."""
+  from neuript_jax.model.counting import forward_flops, train_flops
+  out = {}
+  for part in parts:
+    if part not in times.get("jax", {}):
+      continue
+    keys = part_keys(part)
+    stage = int(part[-1])
+    jax_s = statistics.median(times["jax"][part])
+    out[keys["jax"]] = jax_s
+    if part in times.get("torch", {}):
+      torch_s = statistics.median(times["torch"][part])
+      out[keys["torch"]] = torch_s
+      out[keys["ratio"]] = jax_s / torch_s
+    flops = (train_flops if keys["kind"] == "train_step" else forward_flops)(model_cfg, batch,
+                                                                             stage)
+    name = keys["prefix"] + ("" if keys["kind"] == "train_step" else "forward_")
+    out[f"{name}flops"] = flops
+    out[f"{name}samples_per_s"] = batch / jax_s
+    out[f"{name}gflops_per_s"] = flops / jax_s / 1e9
+    out[f"{name}mfu"] = flops / jax_s / peak_flops if peak_flops else None
+  return out
+
+
+def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
+        torch_factory=None, preset: str = "") -> dict:
+  """Build, compile, time; returns the result dict (see launch/bench.py for the keys).
+
+  torch_factory(model_cfg, batch_np, block_masks, parts) -> ({part: call}, info dict), or None
+  for our side only.
+  """
+  device = jax.devices()[0]
+  load_before = os.getloadavg()
+  from neuript_jax.configs.common import to_model_config
+  peak_flops, peak_source = device_peak_flops(device, model_block.dtype)
+  batch_np = make_batch(to_model_config(model_block), batch)
+  ours = JaxParts(model_block, batch_np, parts)
+  sides = {"jax": ours.calls}
+  info = {}
+  if torch_factory is not None:
+    sides["torch"], info = torch_factory(ours.model_cfg, batch_np, ours.block_masks, parts)
+  times = time_alternating(sides, parts, steps, warmup)
+  mem, mem_kind = peak_memory(device)
+  result = {"preset": preset, "batch": batch, "steps": steps, "parts": list(parts),
+            "dtype": model_block.dtype, "attention": model_block.attention,
+            "remat": model_block.remat}
+  result.update(summarize(times, ours.model_cfg, batch, parts, peak_flops))
+  result.update({
+      "compile_s": {p: round(s, 2) for p, s in ours.compile_s.items()},
+      "peak_flops": peak_flops, "peak_source": peak_source,
+      "peak_memory_bytes": mem, "peak_memory_kind": mem_kind,
+      "platform": device.platform, "device_kind": device.device_kind,
+      "cpu_count": os.cpu_count(), "load_before": [round(v, 2) for v in load_before],
+      "load_after": [round(v, 2) for v in os.getloadavg()],
+      "jax_version": jax.__version__, "python": platform.python_version(),
+      "times": {side: {p: [round(t, 4) for t in ts] for p, ts in per.items()}
+                for side, per in times.items()}})
+  result.update(info)
+  return result
+
+
+def format_table(result: dict) -> str:
+  """The human-readable table of a run() result."""
+  lines = [f"preset {result['preset']}, batch {result['batch']}, {result['steps']} timed "
+           f"repetitions, dtype {result['dtype']}, attention {result['attention']}, remat "
+           f"{result['remat']}; {result['device_kind']} ({result['platform']}), "
+           f"{result['cpu_count']} CPUs, load {result['load_before']} -> {result['load_after']}",
+           f"{'part':<10} {'ours s':>9} {'ref s':>9} {'ratio':>7} {'samples/s':>10} "
+           f"{'GFLOP/s':>9} {'MFU':>7} {'compile s':>10}"]
+  for part in result["parts"]:
+    keys = part_keys(part)
+    if keys["jax"] not in result:
+      continue
+    name = keys["prefix"] + ("" if keys["kind"] == "train_step" else "forward_")
+    ref = result.get(keys["torch"])
+    ratio = result.get(keys["ratio"])
+    mfu = result.get(f"{name}mfu")
+    lines.append(f"{part:<10} {result[keys['jax']]:>9.4f} "
+                 f"{'-' if ref is None else f'{ref:.4f}':>9} "
+                 f"{'-' if ratio is None else f'{ratio:.3f}':>7} "
+                 f"{result[f'{name}samples_per_s']:>10.1f} "
+                 f"{result[f'{name}gflops_per_s']:>9.1f} "
+                 f"{'-' if mfu is None else f'{100 * mfu:.1f}%':>7} "
+                 f"{result['compile_s'].get(part, float('nan')):>10.1f}")
+  peak = result["peak_flops"]
+  lines.append(f"peak {'-' if peak is None else f'{peak / 1e9:.1f} GFLOP/s'} "
+               f"({result['peak_source']}); peak memory "
+               f"{result['peak_memory_bytes'] / 2 ** 30:.2f} GiB ({result['peak_memory_kind']})")
+  return "\n".join(lines)
