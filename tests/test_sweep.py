@@ -3,6 +3,7 @@ manifest, dry run, summary mean ± std and best-on-validation on hand-made resul
 run recorded without stopping the sweep, resume after SIGKILL (with tests.fake_finetune), and
 one real tiny sweep through launch.finetune checked in summary.md / summary.csv."""
 
+import ast
 import csv
 import json
 import os
@@ -107,7 +108,7 @@ def test_datasets_from_manifests_and_overrides(base, tmp_path):
   assert d[0].overrides["model.num_classes"] == "6" and d[0].overrides["model.T"] == "320"
   assert d[0].overrides["select_metric"] == "cohen_kappa"
   assert d[1].overrides["select_metric"] == "auroc" and d[1].task == "binary"
-  assert d[1].overrides["data.sources"] == repr(((os.path.realpath(tuab), 1.0),))
+  assert ast.literal_eval(d[1].overrides["data.sources"]) == ((os.path.realpath(tuab), 1.0),)
   assert d[2].overrides["model.channels"] == "('C3', 'Cz', 'Pz')" and d[2].paper_key is None
   sets = sweep.parse_sets(["lr=1e-4", "tuev:lr=2e-4", "window_len=64"], base,
                           ["tuev", "tuab", "mine"])

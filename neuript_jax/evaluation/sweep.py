@@ -369,7 +369,8 @@ def load_dataset(name: str, path: str) -> Dataset:
   if not isinstance(window, int) or window < 1:
     raise SweepError(f"dataset {name!r}: {manifest_path} has no window_samples")
   task = "binary" if len(labels) == 2 else "multiclass"
-  overrides = {"data.sources": value_text(((str(Path(path).resolve()), 1.0),))}
+  # Double quotes inside: the shell-quoted command stays readable.
+  overrides = {"data.sources": f"(({json.dumps(str(Path(path).resolve()))}, 1.0),)"}
   overrides.update(geometry_overrides(recipe, manifest.get("channels"),
                                       manifest.get("montage", ""), str(manifest_path)))
   overrides["model.num_classes"] = str(len(labels))
