@@ -13,8 +13,10 @@ on CPU), device_kind, cpu_count, torch_threads, jax_version, torch_version, load
 before and after, and every timed repetition. Method: neuript_jax/train/bench.py.
 
 --input_pipeline instead measures the grain pipeline's windows/s from ArrayRecord shards
-(A-law on read) alone and with the AAMP masks computed per batch, against what one GPU at
---gpu_samples_per_s consumes (neuript_jax/data/throughput.py).
+(A-law on read) alone and with the AAMP masks (block lengths of --preset) computed per batch
+on the host, against what one GPU at --gpu_samples_per_s consumes
+(neuript_jax/data/throughput.py). The shards are the pretraining demo's synthetic corpus
+converted with pretrain_tcp20 (4 s windows, 256 x 20), written under --workdir once.
 """
 
 from __future__ import annotations
@@ -47,9 +49,15 @@ GPU_RATE = flags.DEFINE_float("gpu_samples_per_s", 600.0, "input pipeline: what 
 def main(argv):
   del argv
   if INPUT.value:
+    from neuript_jax.configs import pretrain as pretrain_config
+    from neuript_jax.configs.common import to_model_config
     from neuript_jax.data import throughput
-    result = throughput.run(WORKDIR.value, BATCH.value or 64, BATCHES.value,
-                            [int(w) for w in WORKERS.value], GPU_RATE.value)
+    from neuript_jax.train import bench, pretrain
+    shards = pretrain.prepare_synthetic(WORKDIR.value, pretrain_config.get_config().synthetic)
+    model_cfg = to_model_config(bench.preset_model(PRESET.value, OVERRIDES.value)[0])
+    result = throughput.run(shards, BATCH.value or 64, BATCHES.value,
+                            [int(w) for w in WORKERS.value], GPU_RATE.value,
+                            model_cfg.block_lengths(), model_cfg.merge_layers)
     print(throughput.format_table(result))
   else:
     from neuript_jax.train import bench
