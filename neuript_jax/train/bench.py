@@ -171,6 +171,7 @@ class JaxParts:
     self.model_cfg = cfg = to_model_config(model_block)
     self.calls: dict[str, Callable[[], object]] = {}
     self.compile_s: dict[str, float] = {}
+    self.temp_bytes: dict[str, int] = {}     # XLA's temporaries of each compiled part
     mesh = mesh_lib.make_mesh([1, 1, 1, 1], devices=jax.devices()[:1])
     batch = int(batch_np["x"].shape[0])
     gb = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh, v.ndim))
@@ -211,6 +212,9 @@ class JaxParts:
     start = time.perf_counter()
     compiled = fn.lower(*args).compile()
     self.compile_s[part] = time.perf_counter() - start
+    mem = compiled.memory_analysis()
+    if mem is not None:
+      self.temp_bytes[part] = int(mem.temp_size_in_bytes)
     return compiled
 
   def _add_step(self, part, step, state, batch):
@@ -232,17 +236,25 @@ class JaxParts:
 
 # -- timing ---------------------------------------------------------------------------------------
 
-def time_alternating(sides: dict, parts, steps: int, warmup: int = 1) -> dict:
+def time_alternating(sides: dict, parts, steps: int, warmup: int = 1,
+                     errors: dict | None = None) -> dict:
   """sides: {"jax": {part: call}, "torch": {part: call}} -> {side: {part: [seconds, ...]}}.
 
-  Each call warms up `warmup` times, then repetition r runs, for each part in order, every
-  side's call of that part once.
+  Each call warms up `warmup` times (at least once), then repetition r runs, for each part in
+  order, every side's call of that part once. A call that raises during warm-up (e.g. out of
+  memory) is dropped and its error recorded in `errors` as "<side>_<part>_error".
   """
-  for calls in sides.values():
+  errors = {} if errors is None else errors
+  sides = {side: dict(calls) for side, calls in sides.items()}
+  for side, calls in sides.items():
     for part in parts:
       if part in calls:
-        for _ in range(warmup):
-          calls[part]()
+        try:
+          for _ in range(max(1, warmup)):
+            calls[part]()
+        except Exception as e:  # pylint: disable=broad-except
+          errors[f"{side}_{part}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+          del calls[part]
   times = {side: {p: [] for p in parts if p in calls} for side, calls in sides.items()}
   for _ in range(steps):
     for part in parts:
@@ -259,16 +271,16 @@ def summarize(times: dict, model_cfg, batch: int, parts, peak_flops: float | Non
   from neuript_jax.model.counting import forward_flops, train_flops
   out = {}
   for part in parts:
+    keys = part_keys(part)
+    if part in times.get("torch", {}):
+      out[keys["torch"]] = statistics.median(times["torch"][part])
     if part not in times.get("jax", {}):
       continue
-    keys = part_keys(part)
     stage = int(part[-1])
     jax_s = statistics.median(times["jax"][part])
     out[keys["jax"]] = jax_s
-    if part in times.get("torch", {}):
-      torch_s = statistics.median(times["torch"][part])
-      out[keys["torch"]] = torch_s
-      out[keys["ratio"]] = jax_s / torch_s
+    if keys["torch"] in out:
+      out[keys["ratio"]] = jax_s / out[keys["torch"]]
     flops = (train_flops if keys["kind"] == "train_step" else forward_flops)(model_cfg, batch,
                                                                              stage)
     name = keys["prefix"] + ("" if keys["kind"] == "train_step" else "forward_")
@@ -296,7 +308,8 @@ def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
   info = {}
   if torch_factory is not None:
     sides["torch"], info = torch_factory(ours.model_cfg, batch_np, ours.block_masks, parts)
-  times = time_alternating(sides, parts, steps, warmup)
+  errors = {}
+  times = time_alternating(sides, parts, steps, warmup, errors)
   mem, mem_kind = peak_memory(device)
   result = {"preset": preset, "batch": batch, "steps": steps, "parts": list(parts),
             "dtype": model_block.dtype, "attention": model_block.attention,
@@ -304,6 +317,7 @@ def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
   result.update(summarize(times, ours.model_cfg, batch, parts, peak_flops))
   result.update({
       "compile_s": {p: round(s, 2) for p, s in ours.compile_s.items()},
+      "jax_temp_bytes": ours.temp_bytes, **errors,
       "peak_flops": peak_flops, "peak_source": peak_source,
       "peak_memory_bytes": mem, "peak_memory_kind": mem_kind,
       "platform": device.platform, "device_kind": device.device_kind,
@@ -326,6 +340,9 @@ def format_table(result: dict) -> str:
            f"{'GFLOP/s':>9} {'MFU':>7} {'compile s':>10}"]
   for part in result["parts"]:
     keys = part_keys(part)
+    for side in ("jax", "torch"):
+      if f"{side}_{part}_error" in result:
+        lines.append(f"{part:<10} {side} failed: {result[f'{side}_{part}_error'][:100]}")
     if keys["jax"] not in result:
       continue
     name = keys["prefix"] + ("" if keys["kind"] == "train_step" else "forward_")
