@@ -40,8 +40,8 @@ JSON_OUT = flags.DEFINE_string("json_out", None, "also write the JSON result to 
 INPUT = flags.DEFINE_bool("input_pipeline", False, "benchmark the input pipeline instead")
 WORKDIR = flags.DEFINE_string("workdir", "/tmp/neuript_bench", "input pipeline: where the "
                               "synthetic corpus and its shards are written (reused)")
-WORKERS = flags.DEFINE_list("workers", ["0", "2"], "input pipeline: grain worker counts")
-BATCHES = flags.DEFINE_integer("batches", 50, "input pipeline: timed batches per setting")
+WORKERS = flags.DEFINE_list("pipeline_workers", ["0", "2"], "input pipeline: grain worker counts")
+BATCHES = flags.DEFINE_integer("pipeline_batches", 50, "input pipeline: timed batches per setting")
 GPU_RATE = flags.DEFINE_float("gpu_samples_per_s", 600.0, "input pipeline: what one GPU "
                               "consumes (samples/s)")
 
