@@ -27,9 +27,11 @@ def _data_config(shards: str, batch: int, workers: int):
 
 
 def pipeline_rate(shards: str, batch: int, n_batches: int, workers: int, masks_fn=None,
-                  warmup: int = 3) -> float:
-  """Windows/s over `n_batches` batches after `warmup` (worker start-up is not timed).
-  masks_fn(i, x) is applied to every batch (and waited for) when given."""
+                  warmup: int = 3) -> tuple[float, float]:
+  """(windows per wall second, windows per CPU second of this process) over `n_batches`
+  batches after `warmup` (worker start-up is not timed); the CPU rate ignores grain worker
+  processes, so it is meaningful for workers=0. masks_fn(i, x) is applied to every batch (and
+  waited for) when given."""
   it = pipeline.make_iterator(_data_config(shards, batch, workers), process_index=0,
                               process_count=1)
   try:
@@ -37,12 +39,13 @@ def pipeline_rate(shards: str, batch: int, n_batches: int, workers: int, masks_f
       x = next(it)["x"]
       if masks_fn is not None:
         jax.block_until_ready(masks_fn(i, x))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(n_batches):
       x = next(it)["x"]
       if masks_fn is not None:
         jax.block_until_ready(masks_fn(i, x))
-    return n_batches * batch / (time.perf_counter() - start)
+    n = n_batches * batch
+    return n / (time.perf_counter() - start), n / max(time.process_time() - cpu, 1e-9)
   finally:
     it.close()
 
@@ -60,16 +63,17 @@ def aamp_masks_fn(block_lengths, merge_layers, masking_cfg=None, seed: int = 0):
 
 def run(shards: str, batch: int, n_batches: int, worker_counts, gpu_samples_per_s: float,
         block_lengths, merge_layers) -> dict:
-  """{"rows": [{"setting", "workers", "windows_per_s", "x_gpu"}], ...}; x_gpu = windows/s
-  divided by what one accelerator consumes at `gpu_samples_per_s`."""
+  """{"rows": [{"setting", "workers", "windows_per_s", "windows_per_cpu_s", "x_gpu"}], ...};
+  x_gpu = windows/s divided by what one accelerator consumes at `gpu_samples_per_s`."""
   import os
   summary = pipeline.dataset_summary(_data_config(shards, batch, 0))
   masks_fn = aamp_masks_fn(block_lengths, merge_layers)
   rows = []
   for w in worker_counts:
     for label, fn in (("pipeline (A-law)", None), ("pipeline + AAMP on host", masks_fn)):
-      rate = pipeline_rate(shards, batch, n_batches, w, fn)
+      rate, cpu_rate = pipeline_rate(shards, batch, n_batches, w, fn)
       rows.append({"setting": label, "workers": w, "windows_per_s": rate,
+                   "windows_per_cpu_s": cpu_rate if w == 0 else None,
                    "x_gpu": rate / gpu_samples_per_s})
   x = np.zeros((batch, summary["window_len"], summary["channels"]), np.float32)
   jax.block_until_ready(masks_fn(0, x))
@@ -89,10 +93,12 @@ def format_table(result: dict) -> str:
            f"{result['channels']}] in {result['shards']}, batch {result['batch']}, "
            f"{result['batches']} timed batches, {result['cpu_count']} CPUs, load "
            f"{result['load_after']}",
-           f"{'setting':<26} {'workers':>7} {'windows/s':>10} {'x one GPU':>10}"]
+           f"{'setting':<26} {'workers':>7} {'windows/s':>10} {'x one GPU':>10} "
+           f"{'windows/CPU-s':>14}"]
   for r in result["rows"]:
+    cpu = r["windows_per_cpu_s"]
     lines.append(f"{r['setting']:<26} {r['workers']:>7} {r['windows_per_s']:>10.0f} "
-                 f"{r['x_gpu']:>9.1f}x")
+                 f"{r['x_gpu']:>9.1f}x {'-' if cpu is None else f'{cpu:.0f}':>14}")
   lines.append(f"AAMP masks alone (host CPU, jitted): {result['aamp_only_windows_per_s']:.0f} "
                f"windows/s; one GPU consumes {result['gpu_samples_per_s']:g} samples/s")
   return "\n".join(lines)
