@@ -190,3 +190,32 @@ def test_config_errors_name_the_field():
     ModelConfig(d_model=50, n_heads=8)
   with pytest.raises(ValueError, match="moe_routing"):
     Quirks(moe_routing="sometimes")
+
+
+def test_remat_policy_gives_the_same_loss_and_grads():
+  """Stage 1 (encoder + decoder TSA layers, masks, dropout 0.1, hashed attention dropout);
+  one policy keeps compile time down ("block" = nothing_saveable is checked above)."""
+  from neuript_jax.model.tsa import REMAT_POLICIES
+  from neuript_jax.model.config import REMAT_OPTIONS
+  assert set(REMAT_OPTIONS) == {"none"} | set(REMAT_POLICIES)
+  x = jax.random.normal(jax.random.key(1), (2, TINY.T, TINY.data_dim))
+  masks = _masks(TINY, 2, jax.random.key(2))
+
+  def loss_and_grads(cfg):
+    model = build_model(cfg, 1)
+    params = init_params(cfg, 1, jax.random.key(0))
+
+    def loss(p):
+      pred, aux = model.apply({"params": p}, x, masks, masks, False,
+                              rngs={"dropout": jax.random.key(5), "gate_noise": jax.random.key(6)})
+      return jnp.mean(jnp.abs(pred - x)) + aux
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  base = TINY.replace(dropout=0.1)
+  want = loss_and_grads(base)
+  got = loss_and_grads(base.replace(remat="dots_saveable"))
+  np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves(got[1]), jax.tree_util.tree_leaves(want[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="remat must be one of"):
+    TINY.replace(remat="everything")

@@ -30,7 +30,7 @@ def model_config(**fields) -> ml_collections.ConfigDict:
       data=defaults.data,
       channels=ml_collections.FieldReference(None, field_type=tuple),
       montage=defaults.montage, dtype=defaults.dtype, attention=defaults.attention,
-      remat=defaults.remat, quirks=quirks_config()))
+      moe_dispatch=defaults.moe_dispatch, remat=defaults.remat, quirks=quirks_config()))
   m.update(fields)
   return m
 

@@ -2,6 +2,14 @@
 
 Matches the reference's FlashAttentionLayer (torch scaled_dot_product_attention, scale
 1/sqrt(head_dim), dropout on the attention probabilities in training).
+
+Implementations (ModelConfig.attention), all the same function up to float rounding:
+  "xla": einsum -> softmax -> einsum, autodiff backward, jax.random dropout.
+  "dot_product_attention": jax.nn.dot_product_attention (cuDNN flash attention on GPU); with
+    dropout active it falls back to "fused".
+  "fused": model/fused_attention.py (head-major, hand-written backward, chunked over sequences,
+    hashed dropout mask): the fastest on CPU.
+  "auto": "dot_product_attention" on GPU, "fused" elsewhere.
 """
 
 from __future__ import annotations
@@ -10,7 +18,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from neuript_jax.model.fused_attention import chunk_for, fused_attention
 from neuript_jax.model.layers import Dense
+
+ATTENTION_IMPLS = ("auto", "xla", "dot_product_attention", "fused")
+FUSED_CHUNK_BYTES = 4 << 20   # scores per lax.map step of "fused" on CPU (fits L2 + L3 slice)
+
+
+def resolve_attention_impl(impl: str) -> str:
+  """"auto" -> the best implementation for the default backend; others pass through."""
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {impl!r}")
+  if impl == "auto":
+    return "dot_product_attention" if jax.default_backend() == "gpu" else "fused"
+  return impl
 
 
 def attention_mask_from_tokens(masked: jnp.ndarray, mask_rows: bool = True) -> jnp.ndarray:
@@ -47,9 +68,22 @@ class MultiHeadAttention(nn.Module):
     k = k.reshape(n, lk, h, d // h)
     v = v.reshape(n, lk, h, d // h)
     use_dropout = self.dropout > 0 and not deterministic
-    if self.impl == "dot_product_attention" and not use_dropout:
+    impl = resolve_attention_impl(self.impl)
+    if impl == "dot_product_attention" and use_dropout:
+      impl = "fused"
+    if impl == "dot_product_attention":
       out = jax.nn.dot_product_attention(
           q, k, v, mask=None if mask is None else mask[:, None, :, :])
+    elif impl == "fused":
+      rate = self.dropout if use_dropout else 0.0
+      seed = (jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32) if use_dropout
+              else None)
+      chunk = (n if jax.default_backend() == "gpu"
+               else chunk_for(n, h, lq, lk, FUSED_CHUNK_BYTES))
+      heads_first = lambda t: t.transpose(0, 2, 1, 3)
+      out = fused_attention(heads_first(q), heads_first(k), heads_first(v), mask, seed, rate,
+                            chunk)
+      out = heads_first(out)
     else:
       scores = jnp.einsum("nqhc,nkhc->nhqk", q, k) / jnp.sqrt(d // h).astype(self.dtype)
       scores = scores.astype(jnp.float32)

@@ -13,7 +13,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from neuript_jax import geometry
+from neuript_jax.model.attention import ATTENTION_IMPLS
+from neuript_jax.model.moe import MOE_DISPATCHES
 from neuript_jax.model.quirks import Quirks
+
+# jax.checkpoint policies per TSA layer (mapped to policies in model/tsa.py).
+REMAT_OPTIONS = ("none", "block", "nothing_saveable", "dots_saveable",
+                 "dots_with_no_batch_dims_saveable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +56,12 @@ class ModelConfig:
   montage: str = "standard_1020"  # used with `channels`
   quirks: Quirks = Quirks()
   dtype: str = "float32"          # compute dtype (params stay float32)
-  attention: str = "xla"          # "xla" (einsum softmax) or "dot_product_attention"
-  remat: str = "none"             # "none" | "block": jax.checkpoint each TSA layer
+  attention: str = "auto"         # "auto" | "xla" | "dot_product_attention" | "fused"
+                                  # (model/attention.py; "auto": cuDNN on GPU, "fused" on CPU)
+  moe_dispatch: str = "auto"      # dropless PMoE: "auto" | "buffer" | "ragged" (model/moe.py)
+  remat: str = "none"             # "none" or a jax.checkpoint policy per TSA layer: "block"
+                                  # (= "nothing_saveable"), "dots_saveable",
+                                  # "dots_with_no_batch_dims_saveable" (model/tsa.py)
 
   def __post_init__(self):
     if len(self.merge_layers) != len(self.enc_expert):
@@ -66,6 +76,12 @@ class ModelConfig:
       raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
     if self.T % self.seg_len:
       raise ValueError(f"T {self.T} is not divisible by seg_len {self.seg_len}")
+    if self.attention not in ATTENTION_IMPLS:
+      raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
+    if self.moe_dispatch not in MOE_DISPATCHES:
+      raise ValueError(f"moe_dispatch must be one of {MOE_DISPATCHES}, got {self.moe_dispatch!r}")
+    if self.remat not in REMAT_OPTIONS:
+      raise ValueError(f"remat must be one of {REMAT_OPTIONS}, got {self.remat!r}")
     if self.data is None and self.channels is None:
       raise ValueError("set either `data` (a reference dataset key) or `channels`")
 

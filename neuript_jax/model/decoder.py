@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from neuript_jax.model.attention import MultiHeadAttention
 from neuript_jax.model.config import ModelConfig
 from neuript_jax.model.layers import Dense, LayerNorm
-from neuript_jax.model.tsa import TwoStageAttention, apply_ffn, make_ffn
+from neuript_jax.model.tsa import apply_ffn, make_ffn, tsa_class
 
 
 class DecoderLayer(nn.Module):
@@ -24,8 +24,8 @@ class DecoderLayer(nn.Module):
   def __call__(self, x, cross, deterministic: bool = True):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
-    x, aux1 = TwoStageAttention(cfg, self.dec_expert, name="self_attention")(
-        x, deterministic=deterministic)
+    x, aux1 = tsa_class(cfg)(cfg, self.dec_expert, name="self_attention")(
+        x, None, None, None, deterministic)
     b, d, l, m = x.shape
     q = LayerNorm(dtype=dtype, name="norm1_q")(x.reshape(b * d, l, m))
     kv = LayerNorm(dtype=dtype, name="norm1_kv")(cross.reshape(b * d, cross.shape[2], m))

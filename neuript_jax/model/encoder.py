@@ -13,17 +13,7 @@ import jax.numpy as jnp
 from neuript_jax.model.attention import attention_mask_from_tokens
 from neuript_jax.model.config import ModelConfig
 from neuript_jax.model.embedding import spatial_pe, temporal_pe
-from neuript_jax.model.tsa import SegMerging, TwoStageAttention
-
-
-def tsa_class(cfg: ModelConfig):
-  """TwoStageAttention, rematerialised per layer when cfg.remat == "block"."""
-  if cfg.remat == "block":
-    # Args after self: x, time_mask, dim_mask, spatial_pe, deterministic (static).
-    return nn.remat(TwoStageAttention, static_argnums=(5,))
-  if cfg.remat != "none":
-    raise ValueError(f"remat must be 'none' or 'block', got {cfg.remat!r}")
-  return TwoStageAttention
+from neuript_jax.model.tsa import SegMerging, tsa_class
 
 
 def block_attention_masks(block_mask, mask_rows: bool):

@@ -8,7 +8,12 @@ batched matmul, and the outputs are scatter-added back, weighted by the router p
 Routing modes (Quirks.moe_routing):
   "capacity": the reference. Capacity C = floor(N / E); each expert keeps the first C tokens
     routed to it in token order and the rest add 0 (in eval too).
-  "dropless": every routed token is processed (C = N).
+  "dropless": every routed token is processed, by one of two dispatches (ModelConfig.moe_dispatch):
+    "buffer": the [E, C, d] path above with C = N (E * N rows of expert compute);
+    "ragged": the N * k (token, expert) pairs sorted by expert, one jax.lax.ragged_dot per
+      expert matmul (grouped GEMM), outputs scattered back (N * k rows on GPU/TPU; XLA CPU
+      emulates ragged_dot densely, E * N * k rows, so "buffer" is faster there);
+    "auto": "ragged" on accelerators, "buffer" on CPU.
 """
 
 from __future__ import annotations
@@ -23,14 +28,28 @@ from neuript_jax.model.layers import Dense, SwiGLU, torch_linear_bias_init, \
   torch_linear_kernel_init
 
 
+MOE_DISPATCHES = ("auto", "buffer", "ragged")
+
+
+def resolve_moe_dispatch(dispatch: str) -> str:
+  """"auto" -> "ragged" on accelerators, "buffer" on CPU; others pass through."""
+  if dispatch not in MOE_DISPATCHES:
+    raise ValueError(f"moe_dispatch must be one of {MOE_DISPATCHES}, got {dispatch!r}")
+  if dispatch == "auto":
+    return "buffer" if jax.default_backend() == "cpu" else "ragged"
+  return dispatch
+
+
 class StackedExperts(nn.Module):
-  """E SwiGLU experts with stacked weights: x [E, C, d] -> [E, C, d]."""
+  """E SwiGLU experts with stacked weights: x [E, C, d] -> [E, C, d]; or, with
+  `group_sizes` [E], rows x [M, d] sorted by expert (group e = the next group_sizes[e] rows)
+  -> [M, d] through jax.lax.ragged_dot."""
   num_experts: int
   hidden: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, group_sizes=None):
     e, h, d = self.num_experts, self.hidden, x.shape[-1]
     part = nn.with_logical_partitioning
     wi = self.param("wi_kernel", part(torch_linear_kernel_init, ("expert", "embed", "mlp")),
@@ -40,6 +59,13 @@ class StackedExperts(nn.Module):
                     (e, h, d))
     bo = self.param("wo_bias", part(torch_linear_bias_init(h), ("expert", "embed")), (e, d))
     dt = self.dtype
+    if group_sizes is not None:
+      row_expert = jnp.repeat(jnp.arange(e), group_sizes, total_repeat_length=x.shape[0])
+      hid = jax.lax.ragged_dot(x.astype(dt), wi.astype(dt), group_sizes) + bi.astype(dt)[
+          row_expert]
+      a, g = jnp.split(hid, 2, axis=-1)
+      return (jax.lax.ragged_dot(nn.silu(a) * g, wo.astype(dt), group_sizes)
+              + bo.astype(dt)[row_expert])
     hid = jnp.einsum("ecd,edf->ecf", x.astype(dt), wi.astype(dt)) + bi[:, None, :].astype(dt)
     a, g = jnp.split(hid, 2, axis=-1)
     return jnp.einsum("ech,ehd->ecd", nn.silu(a) * g, wo.astype(dt)) + bo[:, None, :].astype(dt)
@@ -70,6 +96,7 @@ class MoE(nn.Module):
   routing: str = "capacity"
   renormalize: bool = False
   dtype: jnp.dtype = jnp.float32
+  dispatch: str = "auto"          # dropless only: "auto" | "buffer" | "ragged"
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
@@ -94,6 +121,14 @@ class MoE(nn.Module):
     aux = (jnp.zeros((), jnp.float32) if deterministic
            else importance_and_balance_loss(probs, selected, self.w_importance))
 
+    if self.routing == "dropless" and resolve_moe_dispatch(self.dispatch) == "ragged":
+      self.sow("intermediates", "routing", {"top_i": top_i, "top_p": top_p, "kept": selected,
+                                            "probs": probs})
+      routed = ragged_dispatch(StackedExperts(e, self.hidden, self.dtype, name="experts"), x,
+                               top_i, top_p)
+      y = shared + routed.astype(shared.dtype)
+      return y.reshape(shape[:-1] + (y.shape[-1],)), aux
+
     capacity = n // e if self.routing == "capacity" else n
     position = jnp.cumsum(selected, axis=0) - 1                  # rank among the expert's tokens
     kept = selected & (position < capacity)
@@ -114,3 +149,16 @@ class MoE(nn.Module):
         out.reshape(-1, x.shape[1]))[:n]
     y = shared + routed.astype(shared.dtype)
     return y.reshape(shape[:-1] + (y.shape[-1],)), aux
+
+
+def ragged_dispatch(experts: StackedExperts, x, top_i, top_p):
+  """Dropless routed output [N, d] for x [N, d] and the top-k choice top_i/top_p [N, k]: the
+  (token, expert) pairs sorted by expert, ragged matmuls, weighted scatter-add to the tokens."""
+  n, k = top_i.shape
+  pair_expert = top_i.reshape(-1)
+  order = jnp.argsort(pair_expert, stable=True)                # [N * k], grouped by expert
+  token = order // k
+  group_sizes = jnp.zeros((experts.num_experts,), jnp.int32).at[pair_expert].add(1)
+  out = experts(x[token], group_sizes)
+  out = out * top_p.reshape(-1)[order][:, None].astype(out.dtype)
+  return jnp.zeros((n, x.shape[1]), out.dtype).at[token].add(out)

@@ -6,10 +6,11 @@ TSA input/output: [B, D, L, d] (batch, channels, time segments, d_model).
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from neuript_jax.model.attention import MultiHeadAttention
-from neuript_jax.model.config import ModelConfig
+from neuript_jax.model.config import REMAT_OPTIONS, ModelConfig
 from neuript_jax.model.layers import Dense, LayerNorm, SwiGLU
 from neuript_jax.model.moe import MoE
 
@@ -21,7 +22,7 @@ def make_ffn(cfg: ModelConfig, num_experts: int, name: str):
     return SwiGLU(cfg.d_ff, dtype, name=name)
   return MoE(num_experts, cfg.top_k, cfg.hidden_dim, cfg.hidden_dim_shared, cfg.noise_std,
              cfg.w_importance, cfg.quirks.moe_routing, cfg.quirks.moe_renormalize, dtype,
-             name=name)
+             cfg.moe_dispatch, name=name)
 
 
 def apply_ffn(ffn, x, deterministic):
@@ -69,6 +70,30 @@ class TwoStageAttention(nn.Module):
                          LayerNorm(dtype=dtype, name="norm4")(v), deterministic)
     v = v + drop(y2)
     return v.reshape(b, l, d, m).transpose(0, 2, 1, 3), aux1 + aux2
+
+
+# ModelConfig.remat -> jax.checkpoint policy of each TSA layer ("none": no rematerialisation).
+# "block" (the first option) and "nothing_saveable" both save only the layer's inputs.
+REMAT_POLICIES = {
+    "block": None,
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable":
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def tsa_class(cfg: ModelConfig):
+  """TwoStageAttention, rematerialised per layer with cfg.remat's policy unless "none".
+
+  Call the result positionally: (x, time_mask, dim_mask, spatial_pe, deterministic).
+  """
+  if cfg.remat == "none":
+    return TwoStageAttention
+  if cfg.remat not in REMAT_POLICIES:
+    raise ValueError(f"remat must be one of {REMAT_OPTIONS}, got {cfg.remat!r}")
+  # Args after self: x, time_mask, dim_mask, spatial_pe, deterministic (static).
+  return nn.remat(TwoStageAttention, static_argnums=(5,), policy=REMAT_POLICIES[cfg.remat])
 
 
 def pad_to_multiple(x, win: int):

@@ -1,0 +1,117 @@
+"""The attention implementations agree: "fused" (chunked, hand-written backward, hashed dropout)
+against the plain einsum-softmax reference, with both stage-1 mask modes and with dropout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from neuript_jax.model import ModelConfig
+from neuript_jax.model.attention import (MultiHeadAttention, attention_mask_from_tokens,
+                                         resolve_attention_impl)
+from neuript_jax.model.fused_attention import dropout_keep_mask, fused_attention
+
+N, H, L, C = 5, 2, 12, 4
+
+
+def reference(q, k, v, mask, keep=None, rate=0.0):
+  """softmax(q k^T / sqrt(C)) v on head-major [N, H, L, C], dropout by an explicit keep mask."""
+  s = jnp.einsum("nhqc,nhkc->nhqk", q, k) / np.sqrt(q.shape[-1])
+  if mask is not None:
+    s = jnp.where(mask[:, None], s, -jnp.inf)
+  p = jax.nn.softmax(s, -1)
+  if keep is not None:
+    p = jnp.where(keep, p / (1.0 - rate), 0.0)
+  return jnp.einsum("nhqk,nhkc->nhqc", p, v)
+
+
+def inputs(seed=0):
+  r = np.random.default_rng(seed)
+  q, k, v, g = (jnp.asarray(r.normal(size=(N, H, L, C)), jnp.float32) for _ in range(4))
+  tokens = jnp.asarray(r.random((N, L)) < 0.5)
+  return q, k, v, g, tokens
+
+
+def value_and_grads(fn, q, k, v, g):
+  out = fn(q, k, v)
+  grads = jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * g), argnums=(0, 1, 2))(q, k, v)
+  return [out, *grads]
+
+
+@pytest.mark.parametrize("mask_mode", [None, "rows", "keys"])
+@pytest.mark.parametrize("chunk", [N, 2])   # 2: three lax.map steps, the last one padded
+def test_fused_matches_reference(mask_mode, chunk):
+  q, k, v, g, tokens = inputs()
+  mask = None if mask_mode is None else attention_mask_from_tokens(tokens, mask_mode == "rows")
+  got = value_and_grads(lambda q, k, v: fused_attention(q, k, v, mask, None, 0.0, chunk),
+                        q, k, v, g)
+  want = value_and_grads(lambda q, k, v: reference(q, k, v, mask), q, k, v, g)
+  for a, b, name in zip(got, want, ["out", "dq", "dk", "dv"]):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
+                               err_msg=name)
+
+
+@pytest.mark.parametrize("chunk", [N, 2])
+def test_fused_dropout_matches_reference_with_the_same_keep_mask(chunk):
+  q, k, v, g, tokens = inputs(1)
+  mask = attention_mask_from_tokens(tokens, False)
+  seed, rate = jnp.array([7, 11], jnp.uint32), 0.3
+  keep = dropout_keep_mask(seed, (N, H, L, L), rate)
+  got = value_and_grads(lambda q, k, v: fused_attention(q, k, v, mask, seed, rate, chunk),
+                        q, k, v, g)
+  want = value_and_grads(lambda q, k, v: reference(q, k, v, mask, keep, rate), q, k, v, g)
+  for a, b, name in zip(got, want, ["out", "dq", "dk", "dv"]):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
+                               err_msg=name)
+
+
+def test_dropout_keep_mask_rate_and_seed():
+  shape = (8, 4, 64, 64)
+  a = dropout_keep_mask(jnp.array([1, 2], jnp.uint32), shape, 0.1)
+  b = dropout_keep_mask(jnp.array([1, 3], jnp.uint32), shape, 0.1)
+  assert abs(float(a.mean()) - 0.9) < 0.005      # 131k draws: 5 sigma ~ 0.004
+  assert 0.05 < float((a != b).mean()) < 0.3     # another seed, another mask (~0.18)
+  # Rows and columns both vary (no repeated pattern along either axis).
+  assert not bool(jnp.all(a[0, 0, 0] == a[0, 0, 1]))
+  assert not bool(jnp.all(a[0, 0, :, 0] == a[0, 0, :, 1]))
+
+
+@pytest.mark.parametrize("mask_rows", [True, False])
+def test_module_impls_agree(mask_rows):
+  """MultiHeadAttention: xla, fused and dot_product_attention give the same output and grads."""
+  r = np.random.default_rng(2)
+  x = jnp.asarray(r.normal(size=(3, 10, 16)), jnp.float32)
+  mask = attention_mask_from_tokens(jnp.asarray(r.random((3, 10)) < 0.4), mask_rows)
+  params = MultiHeadAttention(4).init(jax.random.key(0), x, x, mask)
+
+  def run(impl):
+    mod = MultiHeadAttention(4, impl=impl)
+    loss = lambda p, x: jnp.sum(jnp.sin(mod.apply(p, x, x, mask)))
+    return jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+
+  want = run("xla")
+  for impl in ("fused", "dot_product_attention", "auto"):
+    got = run(impl)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
+                                 err_msg=impl)
+
+
+def test_module_fused_dropout_is_seeded_and_unbiased():
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 16, 16)), jnp.float32)
+  mod = MultiHeadAttention(4, dropout=0.3, impl="fused")
+  params = mod.init(jax.random.key(0), x, x)
+  run = jax.jit(lambda key: mod.apply(params, x, x, None, False, rngs={"dropout": key}))
+  a, b, a2 = run(jax.random.key(1)), run(jax.random.key(2)), run(jax.random.key(1))
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(a2))
+  assert float(jnp.abs(a - b).max()) > 1e-3
+  det = mod.apply(params, x, x)
+  mean = np.mean([np.asarray(run(jax.random.key(i))) for i in range(100)], 0)
+  assert np.abs(mean - np.asarray(det)).mean() < 0.1 * np.abs(np.asarray(det)).mean()
+
+
+def test_auto_is_fused_on_cpu_and_bad_names_are_refused():
+  assert resolve_attention_impl("auto") == ("dot_product_attention"
+                                            if jax.default_backend() == "gpu" else "fused")
+  with pytest.raises(ValueError, match="attention must be one of"):
+    ModelConfig(attention="flash")
