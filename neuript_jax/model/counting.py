@@ -48,8 +48,9 @@ def param_report(params, cfg: ModelConfig) -> dict[str, int]:
 # Routed experts count the token slots they compute: with capacity routing (the reference)
 # each of the E experts runs C = floor(N / E) slots (empty slots included, since the buffers
 # have a fixed shape), i.e. E * C ~= N tokens per MoE; with dropless routing the activated
-# tokens N * k (k = ceil(E * top_k)). The router (d -> E) and the shared expert count for
-# every token.
+# tokens N * k (k = ceil(E * top_k)), what the "ragged" dispatch computes (the "buffer"
+# dispatch computes E * N slots; the count stays N * k). The router (d -> E) and the shared
+# expert count for every token.
 
 
 def _dense(tokens: int, fan_in: int, fan_out: int) -> int:
