@@ -20,6 +20,7 @@ them ``colin27_1020`` / ``colin27_1005`` (same data). Both spellings are accepte
 from __future__ import annotations
 
 import functools
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -248,15 +249,12 @@ def _lobe_from_name(electrode: str) -> str | None:
   lateral P7-P10, A1/A2, M1/M2 temporal; PO/O/I occipital); odd numbers are left, even right.
   A midline ("z") temporal name does not exist, so it returns None.
   """
-  import re
   name = electrode.strip().upper()
   m = re.fullmatch(r"([A-Z]+?)(Z|\d+)(H)?", name)
   if m is None:
     return None
   prefix, number = m.group(1), m.group(2)
   lobe = "Temporal" if name in _TEMPORAL_NAMES else _PREFIX_LOBE.get(prefix)
-  if name in ("A1", "A2", "M1", "M2"):
-    lobe = "Temporal"
   if lobe is None:
     return None
   if lobe == "Temporal":
