@@ -25,6 +25,8 @@ import json
 
 from absl import app, flags
 
+from neuript_jax import host_memory
+
 PRESET = flags.DEFINE_enum("preset", "small", ["tiny", "small", "paper"],
                            "model preset (neuript_jax/configs/<preset>.py)")
 TORCH_REF = flags.DEFINE_string("torch_ref", None, "the reference source folder (holds "
@@ -37,6 +39,9 @@ PARTS = flags.DEFINE_list("parts", ["train2", "train1", "forward2", "forward1"],
 OVERRIDES = flags.DEFINE_multi_string("model_override", [], "model field=value, e.g. "
                                       "dtype=bfloat16, attention=dot_product_attention")
 JSON_OUT = flags.DEFINE_string("json_out", None, "also write the JSON result to this file")
+RELEASE = flags.DEFINE_bool("release_memory", False, "malloc_trim after every timed call "
+                            "(untimed), when both sides do not fit in host memory together; "
+                            "costs the reference ~10%, so the result records it")
 INPUT = flags.DEFINE_bool("input_pipeline", False, "benchmark the input pipeline instead")
 WORKDIR = flags.DEFINE_string("workdir", "/tmp/neuript_bench", "input pipeline: where the "
                               "synthetic corpus and its shards are written (reused)")
@@ -74,7 +79,7 @@ def main(argv):
       factory = lambda cfg, batch_np, masks, parts: torch_reference.bench_parts(
           TORCH_REF.value, cfg, batch_np, masks, parts, model.dtype)
     result = bench.run(model, BATCH.value or preset_batch, STEPS.value, WARMUP.value,
-                       tuple(PARTS.value), factory, PRESET.value)
+                       tuple(PARTS.value), factory, PRESET.value, RELEASE.value)
     print(bench.format_table(result))
   line = json.dumps(result, default=str)
   if JSON_OUT.value:
@@ -84,4 +89,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_hugepages()
   app.run(main)

@@ -12,6 +12,8 @@ import time
 from absl import app
 from ml_collections import config_flags
 
+from neuript_jax import host_memory
+
 CONFIG = config_flags.DEFINE_config_file("config", "neuript_jax/configs/tiny.py",
                                          "preset file with get_config()")
 
@@ -79,4 +81,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_hugepages()
   app.run(main)

@@ -46,6 +46,8 @@ import os
 
 from absl import app, flags, logging
 
+from neuript_jax import host_memory
+
 
 def is_finetuned(checkpoint: str) -> bool:
   """True for a fine-tuning workdir or step folder (finetune_config.json in its workdir)."""
@@ -159,5 +161,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_hugepages()
   _define_flags()
   app.run(main)

@@ -19,6 +19,8 @@ import os
 
 from absl import app, flags, logging
 
+from neuript_jax import host_memory
+
 def find_run(path: str) -> tuple[str, str]:
   """(workdir, step folder) for a workdir or a step folder."""
   path = os.path.abspath(path)
@@ -148,5 +150,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_hugepages()
   _define_flags()
   app.run(main)

@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from launch import distributed
+from neuript_jax import host_memory
 
 CONFIG = config_flags.DEFINE_config_file("config", "neuript_jax/configs/finetune.py",
                                          "config file with get_config()")
@@ -40,4 +41,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_hugepages()
   app.run(main)

@@ -26,6 +26,8 @@ import os
 
 from absl import app, flags, logging
 
+from neuript_jax import host_memory
+
 
 def num_classes_of(split_arrays: dict) -> int:
   """len(label_names) from the embed meta, else the largest label over the splits + 1."""
@@ -117,5 +119,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_hugepages()
   _define_flags()
   app.run(main)

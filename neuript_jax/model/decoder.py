@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from neuript_jax.model.attention import MultiHeadAttention
 from neuript_jax.model.config import ModelConfig
+from neuript_jax.model.dropout import HashedDropout
 from neuript_jax.model.layers import Dense, LayerNorm
 from neuript_jax.model.tsa import apply_ffn, make_ffn, tsa_class
 
@@ -31,7 +32,7 @@ class DecoderLayer(nn.Module):
     kv = LayerNorm(dtype=dtype, name="norm1_kv")(cross.reshape(b * d, cross.shape[2], m))
     attn = MultiHeadAttention(cfg.n_heads, cfg.dropout, dtype, cfg.attention,
                               name="cross_attention")(q, kv, None, deterministic)
-    q = q + nn.Dropout(cfg.dropout)(attn, deterministic=deterministic)
+    q = q + HashedDropout(cfg.dropout)(attn, deterministic)
     out = LayerNorm(dtype=dtype, name="norm2")(q)
     y, aux2 = apply_ffn(make_ffn(cfg, self.cross_expert, "MLP"), out, deterministic)
     out = (out + y).reshape(b, d, l, m)

@@ -26,29 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _fmix32(h):
-  """murmur3's 32-bit finaliser: a bijection of uint32 with full avalanche."""
-  h = h ^ (h >> 16)
-  h = h * jnp.uint32(0x85EBCA6B)
-  h = h ^ (h >> 13)
-  h = h * jnp.uint32(0xC2B2AE35)
-  return h ^ (h >> 16)
+from neuript_jax.model.dropout import keep_mask
 
 
 def dropout_keep_mask(seed, shape, rate: float, offset=0):
-  """bool [N, H, Lq, Lk]: True with probability 1 - rate, a hash of (seed uint32[2], position).
-
-  `offset` is added to the sequence index (for chunks of a larger batch).
-  """
-  n, h, q, k = shape
-  iota = lambda axis: jax.lax.broadcasted_iota(jnp.uint32, (n, h, q, 1), axis)
-  seq = iota(0) + jnp.asarray(offset, jnp.uint32)
-  row = (seq * jnp.uint32(h) + iota(1)) * jnp.uint32(q) + iota(2)
-  col = jax.lax.broadcasted_iota(jnp.uint32, (1, 1, 1, k), 3)
-  bits = _fmix32(_fmix32(row ^ seed[0]) + col * jnp.uint32(0x9E3779B1) + seed[1])
-  threshold = min(int(round((1.0 - rate) * 2.0 ** 32)), 2 ** 32 - 1)
-  return bits < jnp.uint32(threshold)
+  """bool [N, H, Lq, Lk]: True with probability 1 - rate, a hash of (seed uint32[2], position)
+  (`neuript_jax.model.dropout.keep_mask`). `offset` is added to the sequence index (for chunks
+  of a larger batch)."""
+  return keep_mask(seed, shape, rate, offset)
 
 
 def chunk_for(n: int, heads: int, lq: int, lk: int, chunk_bytes: int) -> int:

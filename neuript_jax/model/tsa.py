@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from neuript_jax.model.attention import MultiHeadAttention
 from neuript_jax.model.config import REMAT_OPTIONS, ModelConfig
+from neuript_jax.model.dropout import HashedDropout
 from neuript_jax.model.layers import Dense, LayerNorm, SwiGLU
 from neuript_jax.model.moe import MoE
 
@@ -48,7 +49,7 @@ class TwoStageAttention(nn.Module):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     b, d, l, m = x.shape
-    drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+    drop = lambda y: HashedDropout(cfg.dropout)(y, deterministic)
     mha = lambda name: MultiHeadAttention(cfg.n_heads, cfg.dropout, dtype, cfg.attention,
                                           name=name)
 

@@ -236,15 +236,36 @@ class JaxParts:
 
 # -- timing ---------------------------------------------------------------------------------------
 
+def release_free_host_memory() -> bool:
+  """glibc malloc_trim(0): hand the heap's free pages back to the kernel. True if it ran.
+
+  Between the timed calls of two sides in one process (launch.bench --release_memory): the
+  reference's CPU tensors below glibc's mmap threshold (which rises to 32 MB after the first
+  large free) stay in malloc's free lists after its step, 14 GB at `small` stage 1 batch 4,
+  and our step's 9 GB temporary block then comes on top (OOM on a 23 GiB machine). The price:
+  the reference faults its memory in again at every step (~10% slower at that size).
+  """
+  import ctypes
+  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    return False
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    return False
+  return True
+
+
 def time_alternating(sides: dict, parts, steps: int, warmup: int = 1,
-                     errors: dict | None = None) -> dict:
+                     errors: dict | None = None, between=None) -> dict:
   """sides: {"jax": {part: call}, "torch": {part: call}} -> {side: {part: [seconds, ...]}}.
 
   Each call warms up `warmup` times (at least once), then repetition r runs, for each part in
   order, every side's call of that part once. A call that raises during warm-up (e.g. out of
   memory) is dropped and its error recorded in `errors` as "<side>_<part>_error".
+  `between()`, when given, runs after every call, outside the timed region.
   """
   errors = {} if errors is None else errors
+  between = between or (lambda: None)
   sides = {side: dict(calls) for side, calls in sides.items()}
   for side, calls in sides.items():
     for part in parts:
@@ -252,6 +273,7 @@ def time_alternating(sides: dict, parts, steps: int, warmup: int = 1,
         try:
           for _ in range(max(1, warmup)):
             calls[part]()
+            between()
         except Exception as e:  # pylint: disable=broad-except
           errors[f"{side}_{part}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
           del calls[part]
@@ -263,6 +285,7 @@ def time_alternating(sides: dict, parts, steps: int, warmup: int = 1,
           start = time.perf_counter()
           calls[part]()
           times[side][part].append(time.perf_counter() - start)
+          between()
   return times
 
 
@@ -292,11 +315,13 @@ def summarize(times: dict, model_cfg, batch: int, parts, peak_flops: float | Non
 
 
 def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
-        torch_factory=None, preset: str = "") -> dict:
+        torch_factory=None, preset: str = "", trim: bool = False) -> dict:
   """Build, compile, time; returns the result dict (see launch/bench.py for the keys).
 
   torch_factory(model_cfg, batch_np, block_masks, parts) -> ({part: call}, info dict), or None
-  for our side only.
+  for our side only. trim: `release_free_host_memory()` after every call (untimed), for
+  sizes where both sides do not fit in host memory together; it costs the reference ~10%
+  (it faults its memory in again every step instead of reusing malloc's free lists).
   """
   device = jax.devices()[0]
   load_before = os.getloadavg()
@@ -309,11 +334,14 @@ def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
   if torch_factory is not None:
     sides["torch"], info = torch_factory(ours.model_cfg, batch_np, ours.block_masks, parts)
   errors = {}
-  times = time_alternating(sides, parts, steps, warmup, errors)
+  trim = trim and release_free_host_memory()
+  times = time_alternating(sides, parts, steps, warmup, errors,
+                           release_free_host_memory if trim else None)
   mem, mem_kind = peak_memory(device)
   result = {"preset": preset, "batch": batch, "steps": steps, "parts": list(parts),
             "dtype": model_block.dtype, "attention": model_block.attention,
-            "remat": model_block.remat}
+            "remat": model_block.remat, "malloc_trim_between_calls": trim,
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
   result.update(summarize(times, ours.model_cfg, batch, parts, peak_flops))
   result.update({
       "compile_s": {p: round(s, 2) for p, s in ours.compile_s.items()},
