@@ -42,6 +42,9 @@ JSON_OUT = flags.DEFINE_string("json_out", None, "also write the JSON result to 
 RELEASE = flags.DEFINE_bool("release_memory", False, "malloc_trim after every timed call "
                             "(untimed), when both sides do not fit in host memory together; "
                             "costs the reference ~10%, so the result records it")
+SIDE = flags.DEFINE_enum("side", "both", ["both", "jax", "torch"], "which sides to time in "
+                         "this process: both (alternating), or one (run the other in a process "
+                         "of its own; BENCHMARKS.md explains why)")
 INPUT = flags.DEFINE_bool("input_pipeline", False, "benchmark the input pipeline instead")
 WORKDIR = flags.DEFINE_string("workdir", "/tmp/neuript_bench", "input pipeline: where the "
                               "synthetic corpus and its shards are written (reused)")
@@ -74,12 +77,15 @@ def main(argv):
     except ValueError as e:
       raise app.UsageError(str(e))
     factory = None
-    if TORCH_REF.value:
+    if SIDE.value == "torch" and not TORCH_REF.value:
+      raise app.UsageError("--side=torch needs --torch_ref")
+    if TORCH_REF.value and SIDE.value != "jax":
       from tools import torch_reference
       factory = lambda cfg, batch_np, masks, parts: torch_reference.bench_parts(
           TORCH_REF.value, cfg, batch_np, masks, parts, model.dtype)
     result = bench.run(model, BATCH.value or preset_batch, STEPS.value, WARMUP.value,
-                       tuple(PARTS.value), factory, PRESET.value, RELEASE.value)
+                       tuple(PARTS.value), factory, PRESET.value, RELEASE.value,
+                       ours=SIDE.value != "torch")
     print(bench.format_table(result))
   line = json.dumps(result, default=str)
   if JSON_OUT.value:

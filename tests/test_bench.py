@@ -151,3 +151,30 @@ def test_time_alternating_order_and_failed_calls():
   out = bench.summarize(times, cfg, 2, ("train2", "train1"), 1e9)
   assert out["ratio"] == pytest.approx(out["jax_train_step_s"] / out["torch_train_step_s"])
   assert "torch_stage1_train_step_s" in out and "jax_stage1_train_step_s" not in out
+
+
+def test_reference_side_alone_gets_our_step0_masks_and_between_runs_after_each_call():
+  """run(ours=False): only the reference's calls are timed; its factory gets the step-0 AAMP
+  block masks of our stage-1 step; `between` runs after every warm-up and timed call."""
+  model_block, _ = bench.preset_model("tiny", SMALL)
+  seen, log = {}, []
+
+  def factory(model_cfg, batch_np, block_masks, parts):
+    seen["masks"] = block_masks
+    seen["lengths"] = model_cfg.block_lengths()
+    seen["channels"] = model_cfg.data_dim
+    return {p: (lambda p=p: log.append(p)) for p in parts}, {"torch_version": "fake"}
+
+  result = bench.run(model_block, 2, steps=2, warmup=1, parts=("train1", "forward2"),
+                     torch_factory=factory, preset="tiny", ours=False)
+  assert result["sides"] == ["torch"] and result["torch_version"] == "fake"
+  assert "torch_stage1_train_step_s" in result and "torch_forward_s" in result
+  assert "jax_stage1_train_step_s" not in result and result["compile_s"] == {}
+  assert [m.shape[2] for m in seen["masks"]] == list(seen["lengths"])
+  assert all(m.shape[:2] == (2, seen["channels"]) and m.dtype == bool and m.any() for m in seen["masks"])
+  assert log == ["train1", "forward2"] * 3
+  assert "train1" in bench.format_table(result)
+  calls = []
+  times = bench.time_alternating({"torch": {"train1": lambda: calls.append("c")}}, ("train1",),
+                                 steps=2, warmup=1, between=lambda: calls.append("b"))
+  assert calls == ["c", "b"] * 3 and len(times["torch"]["train1"]) == 2

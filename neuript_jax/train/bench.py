@@ -153,6 +153,18 @@ def make_batch(model_cfg, batch: int, seed: int = 0) -> dict:
 
 # -- our side ------------------------------------------------------------------------------------
 
+def stage1_masks(model_cfg, pre, x) -> list:
+  """The AAMP block masks (numpy [B, D, L_l] bool) our stage-1 step draws at step 0 for batch
+  x (same key derivation as train/step.py); pre: the pretraining config."""
+  from neuript_jax import masking
+  rng_data = jax.random.key_data(jax.random.key(pre.seed + 1))
+  k_mask = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(rng_data), 0), 3)[0]
+  _, blocks, _ = jax.jit(lambda k, x: masking.make_masks(
+      k, x, pre.masking, model_cfg.block_lengths(), model_cfg.merge_layers))(
+          k_mask, jnp.asarray(x))
+  return [np.asarray(m) for m in blocks]
+
+
 class JaxParts:
   """Compiled, ready-to-time callables of our model for the requested parts.
 
@@ -161,7 +173,6 @@ class JaxParts:
   """
 
   def __init__(self, model_block, batch_np: dict, parts=PARTS, total_steps: int = 10_000):
-    from neuript_jax import masking
     from neuript_jax.configs import finetune as finetune_config
     from neuript_jax.configs import pretrain as pretrain_config
     from neuript_jax.configs.common import to_model_config
@@ -181,11 +192,7 @@ class JaxParts:
     pre.model = model_block
     pre.data.global_batch_size = batch
     pre.total_steps = total_steps
-    # The masks our stage-1 step draws at step 0 (same key derivation as step.py).
-    rng_data = jax.random.key_data(jax.random.key(pre.seed + 1))
-    k_mask = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(rng_data), 0), 3)[0]
-    _, blocks, _ = jax.jit(lambda k, x: masking.make_masks(
-        k, x, pre.masking, cfg.block_lengths(), cfg.merge_layers))(k_mask, gb["x"])
+    blocks = [jnp.asarray(m) for m in stage1_masks(cfg, pre, gb["x"])]
     self.block_masks = [np.asarray(m) for m in blocks]
 
     if "train1" in parts or "forward1" in parts:
@@ -315,24 +322,33 @@ def summarize(times: dict, model_cfg, batch: int, parts, peak_flops: float | Non
 
 
 def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
-        torch_factory=None, preset: str = "", trim: bool = False) -> dict:
+        torch_factory=None, preset: str = "", trim: bool = False,
+        ours: bool = True) -> dict:
   """Build, compile, time; returns the result dict (see launch/bench.py for the keys).
 
   torch_factory(model_cfg, batch_np, block_masks, parts) -> ({part: call}, info dict), or None
   for our side only. trim: `release_free_host_memory()` after every call (untimed), for
   sizes where both sides do not fit in host memory together; it costs the reference ~10%
   (it faults its memory in again every step instead of reusing malloc's free lists).
+  ours=False: the reference's side only (launch.bench --side=torch), for runs where each side
+  has a process of its own.
   """
   device = jax.devices()[0]
   load_before = os.getloadavg()
   from neuript_jax.configs.common import to_model_config
   peak_flops, peak_source = device_peak_flops(device, model_block.dtype)
   batch_np = make_batch(to_model_config(model_block), batch)
-  ours = JaxParts(model_block, batch_np, parts)
-  sides = {"jax": ours.calls}
-  info = {}
+  model_cfg = to_model_config(model_block)
+  sides, info, compile_s, temp_bytes = {}, {}, {}, {}
+  if ours:
+    jax_parts = JaxParts(model_block, batch_np, parts)
+    sides["jax"] = jax_parts.calls
+    compile_s, temp_bytes = jax_parts.compile_s, jax_parts.temp_bytes
   if torch_factory is not None:
-    sides["torch"], info = torch_factory(ours.model_cfg, batch_np, ours.block_masks, parts)
+    from neuript_jax.configs import pretrain as pretrain_config
+    masks = (jax_parts.block_masks if ours else
+             stage1_masks(model_cfg, pretrain_config.get_config(), batch_np["x"]))
+    sides["torch"], info = torch_factory(model_cfg, batch_np, masks, parts)
   errors = {}
   trim = trim and release_free_host_memory()
   times = time_alternating(sides, parts, steps, warmup, errors,
@@ -342,10 +358,11 @@ def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
             "dtype": model_block.dtype, "attention": model_block.attention,
             "remat": model_block.remat, "malloc_trim_between_calls": trim,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
-  result.update(summarize(times, ours.model_cfg, batch, parts, peak_flops))
+  result.update(summarize(times, model_cfg, batch, parts, peak_flops))
   result.update({
-      "compile_s": {p: round(s, 2) for p, s in ours.compile_s.items()},
-      "jax_temp_bytes": ours.temp_bytes, **errors,
+      "sides": sorted(sides),
+      "compile_s": {p: round(s, 2) for p, s in compile_s.items()},
+      "jax_temp_bytes": temp_bytes, **errors,
       "peak_flops": peak_flops, "peak_source": peak_source,
       "peak_memory_bytes": mem, "peak_memory_kind": mem_kind,
       "platform": device.platform, "device_kind": device.device_kind,
@@ -372,6 +389,8 @@ def format_table(result: dict) -> str:
       if f"{side}_{part}_error" in result:
         lines.append(f"{part:<10} {side} failed: {result[f'{side}_{part}_error'][:100]}")
     if keys["jax"] not in result:
+      if keys["torch"] in result:
+        lines.append(f"{part:<10} {'-':>9} {result[keys['torch']]:>9.4f}")
       continue
     name = keys["prefix"] + ("" if keys["kind"] == "train_step" else "forward_")
     ref = result.get(keys["torch"])
