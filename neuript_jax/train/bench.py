@@ -192,8 +192,8 @@ class JaxParts:
     pre.model = model_block
     pre.data.global_batch_size = batch
     pre.total_steps = total_steps
-    blocks = [jnp.asarray(m) for m in stage1_masks(cfg, pre, gb["x"])]
-    self.block_masks = [np.asarray(m) for m in blocks]
+    self.block_masks = stage1_masks(cfg, pre, gb["x"])
+    blocks = [jnp.asarray(m) for m in self.block_masks]
 
     if "train1" in parts or "forward1" in parts:
       state1, step1, _, _ = pretrain.setup(pre, cfg, mesh)
@@ -337,8 +337,8 @@ def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
   load_before = os.getloadavg()
   from neuript_jax.configs.common import to_model_config
   peak_flops, peak_source = device_peak_flops(device, model_block.dtype)
-  batch_np = make_batch(to_model_config(model_block), batch)
   model_cfg = to_model_config(model_block)
+  batch_np = make_batch(model_cfg, batch)
   sides, info, compile_s, temp_bytes = {}, {}, {}, {}
   if ours:
     jax_parts = JaxParts(model_block, batch_np, parts)
