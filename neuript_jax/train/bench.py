@@ -266,16 +266,20 @@ def time_alternating(sides: dict, parts, steps: int, warmup: int = 1,
                      errors: dict | None = None, between=None) -> dict:
   """sides: {"jax": {part: call}, "torch": {part: call}} -> {side: {part: [seconds, ...]}}.
 
-  Each call warms up `warmup` times (at least once), then repetition r runs, for each part in
-  order, every side's call of that part once. A call that raises during warm-up (e.g. out of
-  memory) is dropped and its error recorded in `errors` as "<side>_<part>_error".
-  `between()`, when given, runs after every call, outside the timed region.
+  Part by part, like a training loop runs its step: every side's call of the part warms up
+  `warmup` times (at least once), then repetition r runs every side's call once, alternating
+  the sides. Parts are not interleaved: on this project's CPU VM a step that follows a
+  different computation pays ~2 s more kernel time for the same page faults (BENCHMARKS.md,
+  "Timing order"). A call that raises during warm-up (e.g. out of memory) is dropped and its
+  error recorded in `errors` as "<side>_<part>_error". `between()`, when given, runs after
+  every call, outside the timed region.
   """
   errors = {} if errors is None else errors
   between = between or (lambda: None)
   sides = {side: dict(calls) for side, calls in sides.items()}
-  for side, calls in sides.items():
-    for part in parts:
+  times = {side: {} for side in sides}
+  for part in parts:
+    for side, calls in sides.items():
       if part in calls:
         try:
           for _ in range(max(1, warmup)):
@@ -284,9 +288,9 @@ def time_alternating(sides: dict, parts, steps: int, warmup: int = 1,
         except Exception as e:  # pylint: disable=broad-except
           errors[f"{side}_{part}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
           del calls[part]
-  times = {side: {p: [] for p in parts if p in calls} for side, calls in sides.items()}
-  for _ in range(steps):
-    for part in parts:
+        else:
+          times[side][part] = []
+    for _ in range(steps):
       for side, calls in sides.items():
         if part in calls:
           start = time.perf_counter()
