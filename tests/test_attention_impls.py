@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from neuript_jax.model import ModelConfig
+from neuript_jax.model import attention as attention_lib
 from neuript_jax.model.attention import (MultiHeadAttention, attention_mask_from_tokens,
-                                         resolve_attention_impl)
+                                         fused_chunk, resolve_attention_impl)
 from neuript_jax.model.fused_attention import dropout_keep_mask, fused_attention
 
 N, H, L, C = 5, 2, 12, 4
@@ -115,3 +116,15 @@ def test_auto_is_fused_on_cpu_and_bad_names_are_refused():
                                             if jax.default_backend() == "gpu" else "fused")
   with pytest.raises(ValueError, match="attention must be one of"):
     ModelConfig(attention="flash")
+
+
+def test_fused_chunks_only_long_sequences_on_one_cpu_device(monkeypatch):
+  """Chunking is a single-CPU-device cache optimisation: short sequences and multi-device runs
+  (sharded sequence axis) get one piece."""
+  if jax.default_backend() != "cpu" or jax.device_count() != 1:
+    pytest.skip("needs a single CPU device")
+  chunk = fused_chunk(160, 8, 256, 256)
+  assert 1 <= chunk < 160 and chunk * 8 * 256 * 256 * 4 <= attention_lib.FUSED_CHUNK_BYTES
+  assert fused_chunk(2048, 8, 20, 20) == 2048
+  monkeypatch.setattr(jax, "device_count", lambda *a: 8)
+  assert fused_chunk(160, 8, 256, 256) == 160

@@ -31,6 +31,21 @@ FUSED_CHUNK_BYTES = 4 << 20   # scores per lax.map step of "fused" on CPU (fits 
 FUSED_CHUNK_MIN_SCORES = 64 * 64
 
 
+def fused_chunk(n: int, heads: int, lq: int, lk: int) -> int:
+  """Sequences per lax.map step of "fused" attention; n (no loop) unless one CPU device runs
+  sequences long enough to gain from cache-sized chunks.
+
+  Only a single-device CPU chunks: on GPU the whole batch is one kernel launch, and with more
+  than one device the sequence axis is sharded, where a sequential loop over slices of it makes
+  the SPMD partitioner gather the global batch onto every device (each device would then
+  compute, and hold the scores of, every chunk).
+  """
+  if (jax.default_backend() != "cpu" or jax.device_count() > 1
+      or lq * lk < FUSED_CHUNK_MIN_SCORES):
+    return n
+  return chunk_for(n, heads, lq, lk, FUSED_CHUNK_BYTES)
+
+
 def resolve_attention_impl(impl: str) -> str:
   """"auto" -> the best implementation for the default backend; others pass through."""
   if impl not in ATTENTION_IMPLS:
@@ -84,8 +99,7 @@ class MultiHeadAttention(nn.Module):
       rate = self.dropout if use_dropout else 0.0
       seed = (jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32) if use_dropout
               else None)
-      chunk = (n if jax.default_backend() == "gpu" or lq * lk < FUSED_CHUNK_MIN_SCORES
-               else chunk_for(n, h, lq, lk, FUSED_CHUNK_BYTES))
+      chunk = fused_chunk(n, h, lq, lk)
       heads_first = lambda t: t.transpose(0, 2, 1, 3)
       out = fused_attention(heads_first(q), heads_first(k), heads_first(v), mask, seed, rate,
                             chunk)
