@@ -128,3 +128,33 @@ def test_fused_chunks_only_long_sequences_on_one_cpu_device(monkeypatch):
   assert fused_chunk(2048, 8, 20, 20) == 2048
   monkeypatch.setattr(jax, "device_count", lambda *a: 8)
   assert fused_chunk(160, 8, 256, 256) == 160
+
+
+_SHARDED_ATTENTION = r"""
+import jax, jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from neuript_jax.model.attention import MultiHeadAttention
+mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+x = jax.device_put(jnp.ones((64, 128, 16)), NamedSharding(mesh, P("data")))
+mha = MultiHeadAttention(2, 0.0, impl="fused")
+params = mha.init(jax.random.key(0), x[:1], x[:1])
+loss = lambda p, x: mha.apply(p, x, x).sum()
+hlo = jax.jit(jax.grad(loss, argnums=1)).lower(params, x).compile().as_text()
+print("ALL_GATHERS", hlo.count("all-gather"))
+"""
+
+
+def test_fused_attention_on_a_sharded_batch_has_no_all_gather():
+  """8 simulated devices, sequences sharded over "data": the attention (forward + backward)
+  must run on each device's own sequences (a lax.map over chunks of the sharded axis made the
+  partitioner gather the global batch onto every device)."""
+  import os
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", _SHARDED_ATTENTION], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "ALL_GATHERS 0" in out.stdout, out.stdout

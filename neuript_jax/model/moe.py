@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from neuript_jax.model.layers import Dense, SwiGLU, torch_linear_bias_init, \
+from neuript_jax.model.layers import Dense, SwiGLU, swiglu_gate, torch_linear_bias_init, \
   torch_linear_kernel_init
 
 
@@ -63,12 +63,10 @@ class StackedExperts(nn.Module):
       row_expert = jnp.repeat(jnp.arange(e), group_sizes, total_repeat_length=x.shape[0])
       hid = jax.lax.ragged_dot(x.astype(dt), wi.astype(dt), group_sizes) + bi.astype(dt)[
           row_expert]
-      a, g = jnp.split(hid, 2, axis=-1)
-      return (jax.lax.ragged_dot(nn.silu(a) * g, wo.astype(dt), group_sizes)
+      return (jax.lax.ragged_dot(swiglu_gate(hid), wo.astype(dt), group_sizes)
               + bo.astype(dt)[row_expert])
     hid = jnp.einsum("ecd,edf->ecf", x.astype(dt), wi.astype(dt)) + bi[:, None, :].astype(dt)
-    a, g = jnp.split(hid, 2, axis=-1)
-    return jnp.einsum("ech,ehd->ecd", nn.silu(a) * g, wo.astype(dt)) + bo[:, None, :].astype(dt)
+    return jnp.einsum("ech,ehd->ecd", swiglu_gate(hid), wo.astype(dt)) + bo[:, None, :].astype(dt)
 
 
 def importance_and_balance_loss(probs, selected, w_importance):
