@@ -40,3 +40,19 @@ def test_ragged_equals_buffer(experts, renormalize):
 def test_bad_dispatch_name_is_refused():
   with pytest.raises(ValueError, match="moe_dispatch must be one of"):
     ModelConfig(moe_dispatch="sorted")
+
+
+def test_balance_loss_at_more_tokens_than_int32_squares():
+  """n = 50,000 routed tokens (n² > 2^31, the 64-device paper step's case): the aux loss is
+  computed, not refused as an int32 overflow, and equals the formula in float64."""
+  import numpy as np
+  from neuript_jax.model.moe import importance_and_balance_loss
+  n, e = 50_000, 4
+  probs = jax.nn.softmax(jax.random.normal(jax.random.key(0), (n, e)), -1)
+  selected = probs >= jnp.sort(probs, -1)[:, -2:-1]
+  got = float(jax.jit(lambda p, s: importance_and_balance_loss(p, s, 0.008))(probs, selected))
+  p, s = np.asarray(probs, np.float64), np.asarray(selected)
+  imp = p.sum(0)
+  r = p * s
+  want = 0.008 * imp.var(ddof=1) / (imp.mean() ** 2 + 1e-8) + e * (r.mean(0) * r.sum(0)).sum() / n ** 2
+  assert abs(got - want) < 1e-4 * abs(want)

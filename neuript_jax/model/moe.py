@@ -79,7 +79,7 @@ def importance_and_balance_loss(probs, selected, w_importance):
   importance = probs.sum(0)
   l_imp = w_importance * jnp.var(importance, ddof=1) / (importance.mean() ** 2 + 1e-8)
   routed = probs * selected
-  l_bal = e * jnp.sum(routed.mean(0) * routed.sum(0)) / (n ** 2)
+  l_bal = e * jnp.sum(routed.mean(0) * routed.sum(0)) / (float(n) ** 2)  # n² may pass 2^31
   return l_imp + l_bal
 
 
