@@ -45,7 +45,6 @@ def test_bad_dispatch_name_is_refused():
 def test_balance_loss_at_more_tokens_than_int32_squares():
   """n = 50,000 routed tokens (n² > 2^31, the 64-device paper step's case): the aux loss is
   computed, not refused as an int32 overflow, and equals the formula in float64."""
-  import numpy as np
   from neuript_jax.model.moe import importance_and_balance_loss
   n, e = 50_000, 4
   probs = jax.nn.softmax(jax.random.normal(jax.random.key(0), (n, e)), -1)
