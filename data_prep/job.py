@@ -39,6 +39,7 @@ from absl import logging
 from data_prep import pipeline
 from data_prep import shards
 from data_prep.recipes.base import Recipe, RecordingInfo, Rejected
+from neuript_jax.files import atomic_write_text
 
 STATE_DIR = ".state"
 RECIPE_STATE = "recipe.json"
@@ -186,17 +187,6 @@ def _info_problem(info: RecordingInfo) -> str | None:
 
 def state_path(out_dir: Path, unit: str, suffix: str = ".json") -> Path:
   return Path(out_dir) / STATE_DIR / f"{unit}{suffix}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-  """Write ``text`` to a hidden temporary file, fsync, then rename onto ``path``."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def load_state(out_dir: Path, task: Task, recipe_hash: str) -> dict | None:

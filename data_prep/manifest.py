@@ -103,7 +103,7 @@ def build(recipe, states: Sequence[dict]) -> dict:
 def write(out_dir: str | Path, manifest: dict) -> Path:
   """Atomically write ``DIR/manifest.json`` (sorted keys, indented); an identical manifest
   is left untouched (a rerun on a finished output does not even change its mtime)."""
-  from data_prep.job import atomic_write_text  # pylint: disable=g-import-not-at-top
+  from neuript_jax.files import atomic_write_text
   path = Path(out_dir) / MANIFEST
   text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
   if not (path.exists() and path.read_text() == text):

@@ -17,7 +17,7 @@ Sweep: the largest per-device batch that fits given capacities, per mesh layout:
 
 Each layout is DEVICES:data,fsdp,expert,tensor on the first DEVICES simulated devices; the
 per-device batch b means a global batch b * data * fsdp (the expert and tensor axes see the
-same rows). `neuript_jax.train.memory_fit` picks the batches to compile (a linear fit of the
+same rows). `neuript_jax.bench.memory_fit` picks the batches to compile (a linear fit of the
 peak in b, then bracketing), a few compiles per layout, and every compile's numbers are
 printed as they come; the last lines are a Markdown table.
 """
@@ -90,7 +90,8 @@ def pretrain_config_for(preset: str):
 def sweep(layouts, capacities_gib):
   import jax
   from neuript_jax.configs.common import to_model_config
-  from neuript_jax.train import memory_fit, mesh as mesh_lib
+  from neuript_jax.bench import memory_fit
+  from neuript_jax.train import mesh as mesh_lib
   from neuript_jax.train.pretrain import aot_compile
 
   config = pretrain_config_for(PRESET.value)

@@ -10,12 +10,12 @@ stage1_ and forward_ (jax_forward_s, torch_forward_s, forward_ratio, ...), sampl
 gflops_per_s, mfu (train step; analytic FLOPs from neuript_jax.model.counting), compile_s per
 part, peak_flops and its source, peak_memory_bytes (device peak on accelerators, process RSS
 on CPU), device_kind, cpu_count, torch_threads, jax_version, torch_version, load averages
-before and after, and every timed repetition. Method: neuript_jax/train/bench.py.
+before and after, and every timed repetition. Method: neuript_jax/bench/steps.py.
 
 --input_pipeline instead measures the grain pipeline's windows/s from ArrayRecord shards
 (A-law on read) alone and with the AAMP masks (block lengths of --preset) computed per batch
 on the host, against what one GPU at --gpu_samples_per_s consumes
-(neuript_jax/data/throughput.py). The shards are the pretraining demo's synthetic corpus
+(neuript_jax/bench/input_pipeline.py). The shards are the pretraining demo's synthetic corpus
 converted with pretrain_tcp20 (4 s windows, 256 x 20), written under --workdir once.
 """
 
@@ -59,8 +59,9 @@ def main(argv):
   if INPUT.value:
     from neuript_jax.configs import pretrain as pretrain_config
     from neuript_jax.configs.common import to_model_config
-    from neuript_jax.data import throughput
-    from neuript_jax.train import bench, pretrain
+    from neuript_jax.bench import input_pipeline as throughput
+    from neuript_jax.bench import steps as bench
+    from neuript_jax.train import pretrain
     shards = pretrain.prepare_synthetic(WORKDIR.value, pretrain_config.get_config().synthetic)
     model_cfg = to_model_config(bench.preset_model(PRESET.value, OVERRIDES.value)[0])
     result = throughput.run(shards, BATCH.value or 64, BATCHES.value,
@@ -68,7 +69,7 @@ def main(argv):
                             model_cfg.block_lengths(), model_cfg.merge_layers)
     print(throughput.format_table(result))
   else:
-    from neuript_jax.train import bench
+    from neuript_jax.bench import steps as bench
     bad = [p for p in PARTS.value if p not in bench.PARTS]
     if bad:
       raise app.UsageError(f"--parts {bad}: choose from {', '.join(bench.PARTS)}")
@@ -80,7 +81,7 @@ def main(argv):
     if SIDE.value == "torch" and not TORCH_REF.value:
       raise app.UsageError("--side=torch needs --torch_ref")
     if TORCH_REF.value and SIDE.value != "jax":
-      from tools import torch_reference
+      from neuript_jax.bench import torch_reference
       factory = lambda cfg, batch_np, masks, parts: torch_reference.bench_parts(
           TORCH_REF.value, cfg, batch_np, masks, parts, model.dtype)
     result = bench.run(model, BATCH.value or preset_batch, STEPS.value, WARMUP.value,

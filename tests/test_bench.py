@@ -13,8 +13,8 @@ import pytest
 
 from neuript_jax.model import ModelConfig, build_model, dummy_inputs, init_params
 from neuript_jax.model.counting import forward_flops, train_flops
-from neuript_jax.train import bench
-from neuript_jax.train.memory_fit import largest_fitting_batch
+from neuript_jax.bench import steps as bench
+from neuript_jax.bench.memory_fit import largest_fitting_batch
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["merge_layers=(1,2,2)", "enc_expert=(0,2,4)", "dec_expert=(0,2,0,0)",

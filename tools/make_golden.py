@@ -28,7 +28,7 @@ import os
 from absl import app, flags
 import numpy as np
 
-from tools import torch_reference
+from neuript_jax.bench import torch_reference
 
 TORCH_REF = flags.DEFINE_string("torch_ref", None, "folder of the reference code "
                                 "(holds cross_models/ and utils/)")

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from data_prep.job import atomic_write_text
+from neuript_jax.files import atomic_write_text
 from neuript_jax import geometry
 from neuript_jax.data import pipeline
 

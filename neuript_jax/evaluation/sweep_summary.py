@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from data_prep.job import atomic_write_text
+from neuript_jax.files import atomic_write_text
 from neuript_jax.evaluation import metrics as metrics_lib
 from neuript_jax.evaluation import paper_results
 

@@ -156,7 +156,7 @@ def make_forward(model, stage: int):
 
 def bench_parts(torch_ref: str, model_cfg, batch_np: dict, block_masks, parts,
                 dtype: str = "float32", seed: int = 0):
-  """The reference's side of `neuript_jax.train.bench.run`: ({part: call}, info).
+  """The reference's side of `neuript_jax.bench.steps.run`: ({part: call}, info).
 
   Same configuration, the same numpy batch and stage-1 block masks; torch uses all CPU
   threads (torch.set_num_threads(os.cpu_count())), or CUDA when available (bf16 autocast when
