@@ -1,36 +1,63 @@
-"""Shared pieces of the ml_collections presets: the model block and the quirk switches."""
+"""Shared pieces of the ml_collections presets: the model block (derived from ModelConfig),
+the model sizes the presets pick from, and the preset-argument parser."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import ml_collections
 
 from neuript_jax.model.config import ModelConfig
+from neuript_jax.model.quirks import Quirks
+
+# Model sizes by preset name (REFERENCE.md §2.1 / Table 13 for "paper"). Every other field
+# keeps its ModelConfig default (merges (1,4,1,2,1,2), experts (0,0,2,4,4,6), ...).
+SIZES = {
+    "tiny": dict(d_model=32, n_heads=4, d_ff=32, hidden_dim=32, hidden_dim_shared=32),
+    "small": dict(d_model=192, n_heads=8, d_ff=192, hidden_dim=128, hidden_dim_shared=192),
+    "paper": dict(d_model=768, n_heads=8, d_ff=768, hidden_dim=512, hidden_dim_shared=768),
+}
+
+
+def size_arg(arg: str | None, default: str = "tiny") -> str:
+  """The preset argument of `--config=FILE:ARG` (None/"" -> default), checked."""
+  arg = (arg or default).strip()
+  if arg not in SIZES:
+    raise ValueError(f"unknown preset {arg!r}: choose one of {', '.join(SIZES)} "
+                     "(e.g. --config=neuript_jax/configs/pretrain.py:paper)")
+  return arg
+
+
+def _config_value(field: dataclasses.Field, value):
+  """A ModelConfig default as a ConfigDict value (tuples stay tuples; None gets a typed
+  placeholder so that it can be overridden from the command line)."""
+  if value is None:
+    return ml_collections.FieldReference(None, field_type=tuple if field.name == "channels"
+                                         else str)
+  return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def quirks_config(**overrides) -> ml_collections.ConfigDict:
   """Reference-compatibility switches (defaults = the authors' code; see docs/QUIRKS.md)."""
-  q = ml_collections.ConfigDict(dict(
-      moe_routing="capacity", moe_renormalize=False, mask_rows=True,
-      pe_leaks_into_embedding=True, tcp_fp2_f3_typo=True, decoder_input="pe"))
+  q = ml_collections.ConfigDict(dataclasses.asdict(Quirks()))
   q.update(overrides)
   return q
 
 
 def model_config(**fields) -> ml_collections.ConfigDict:
-  """A `model` block: every ModelConfig field, overridable as --config.model.<field>=..."""
+  """A `model` block: every ModelConfig field with its default, overridable as
+  --config.model.<field>=...; `fields` replace defaults (a `size` key picks SIZES[size])."""
   defaults = ModelConfig()
-  m = ml_collections.ConfigDict(dict(
-      d_model=defaults.d_model, n_heads=defaults.n_heads, d_ff=defaults.d_ff,
-      hidden_dim=defaults.hidden_dim, hidden_dim_shared=defaults.hidden_dim_shared,
-      top_k=defaults.top_k, noise_std=defaults.noise_std, w_importance=defaults.w_importance,
-      dropout=defaults.dropout, T=defaults.T, seg_len=defaults.seg_len,
-      merge_layers=tuple(defaults.merge_layers), enc_expert=tuple(defaults.enc_expert),
-      dec_expert=tuple(defaults.dec_expert), cross_expert=tuple(defaults.cross_expert),
-      c_layers=defaults.c_layers, part=defaults.part, num_classes=defaults.num_classes,
-      data=defaults.data,
-      channels=ml_collections.FieldReference(None, field_type=tuple),
-      montage=defaults.montage, dtype=defaults.dtype, attention=defaults.attention,
-      moe_dispatch=defaults.moe_dispatch, remat=defaults.remat, quirks=quirks_config()))
+  block = {}
+  for f in dataclasses.fields(ModelConfig):
+    if f.name == "quirks":
+      block[f.name] = quirks_config()
+    else:
+      block[f.name] = _config_value(f, getattr(defaults, f.name))
+  m = ml_collections.ConfigDict(block)
+  size = fields.pop("size", None)
+  if size is not None:
+    m.update(SIZES[size_arg(size)])
   m.update(fields)
   return m
 

@@ -1,9 +1,16 @@
-"""Stage-2 fine-tuning with IILP (REFERENCE.md §4, §5.3), the embedded default.
+r"""Stage-2 fine-tuning with IILP (REFERENCE.md §4, §5.3):
+`--config=neuript_jax/configs/finetune.py:<preset>`. The paper's per-dataset runs are whole
+config files in neuript_jax/configs/downstream/ (built on these presets).
 
-Run:  python -m launch.finetune                       (workdir defaults to ./runs/finetune_demo)
-      python -m launch.finetune --config=neuript_jax/configs/finetune.py --workdir=DIR \
-          --config.init_from=runs/pretrain_demo --config.data.sources="(('/data/tuev', 1.0),)" \
-          --config.model.data=TUEV --config.model.num_classes=6 ...
+tiny (the default, the embedded demo): see below.
+    python -m launch.finetune                       (workdir defaults to ./runs/finetune_demo)
+small: d_model 192 on 4 s windows (T 256), TUEV-shaped (6 classes), batch 16, 20 epochs,
+  from scratch unless --config.init_from is given.
+paper: the paper model (REFERENCE.md §2.1) with the README / Table 15 defaults: TUEV key,
+  6 classes, T 256, batch 16, 20 epochs, OneCycle peak 1e-5 (TUEV's), early-stopping patience
+  3, bf16; set --config.init_from=<pretraining workdir or .pth> and --config.data.sources.
+    python -m launch.finetune --config=neuript_jax/configs/finetune.py:paper --workdir=DIR \
+        --config.init_from=runs/pt --config.data.sources="(('/data/tuev', 1.0),)"
 
 Embedded default (no flags): the encoder of the pretraining demo (`runs/pretrain_demo` if it
 exists, else pretrained first into <workdir>/pretrain with the default pretrain config) is
@@ -24,18 +31,18 @@ Without `runs/pretrain_demo` the pretraining demo runs first (~5-10 min more).
 
 import ml_collections
 
-from neuript_jax.configs.common import model_config
+from neuript_jax.configs.common import model_config, size_arg
 
 
-def get_config():
+def get_config(arg: str | None = None):
   from neuript_jax.data import pipeline
 
+  size = size_arg(arg)
   c = ml_collections.ConfigDict()
-  c.name = "finetune_tiny_synthetic"
+  c.name = f"finetune_{size}"
   # Must match the pretrained encoder (same sizes as configs/pretrain.py); the head is new.
-  c.model = model_config(d_model=32, n_heads=4, d_ff=32, hidden_dim=32, hidden_dim_shared=32,
-                         T=64, data="Stage1", num_classes=4, part="Functional", c_layers=6,
-                         dropout=0.1)
+  c.model = model_config(size=size, T=64, data="Stage1", num_classes=4, part="Functional",
+                         c_layers=6, dropout=0.1)
 
   data = pipeline.default_data_config().to_dict()
   # A tuple so that it can be overridden on the command line:
@@ -88,4 +95,19 @@ def get_config():
   c.async_checkpoint = True
   c.nonfinite = "skip"            # or "stop"
   c.seed = 0
+
+  if size != "tiny":
+    c.model.T = 256
+    c.model.data = "TUEV"
+    c.model.num_classes = 6
+    c.init_from = ""
+    c.epochs = 20
+    c.optim.lr = 1e-4
+    c.early_stopping_patience = 3
+    c.synthetic.window_s = 4.0            # no sources: one 4 s window per synthetic event
+    c.synthetic.annotation_windows = "onset"
+  if size == "paper":
+    c.model.dtype = "bfloat16"
+    c.optim.lr = 1e-5
+    c.optim.min_lr = 1e-7
   return c
