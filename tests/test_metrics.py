@@ -102,3 +102,59 @@ def test_paper_metrics_per_task_type():
   assert M.paper_metrics(2) == ("balanced_accuracy", "auc_pr", "auroc")
   assert M.paper_metrics(6) == ("balanced_accuracy", "cohen_kappa", "weighted_f1")
   assert M.paper_metrics(2, "PhysioNet-P300") == ("balanced_accuracy", "cohen_kappa", "auroc")
+
+
+def _imbalanced_case():
+  """90 negatives (80 at p=0.1, 10 at p=0.3) and 10 positives at p=0.35: they rank well
+  (AUROC 80*10 + 10*10 pairs of 900 ordered = 1.0) but all sit below 0.5."""
+  y = np.array([0] * 80 + [0] * 10 + [1] * 10)
+  p = np.array([0.1] * 80 + [0.3] * 10 + [0.35] * 10)
+  return y, p
+
+
+def test_decision_rules_on_an_imbalanced_case():
+  y, p = _imbalanced_case()
+  counts = [90, 10]                               # training prior of class 1: 0.1
+  half = M.compute_metrics(y, p, 2, from_logits=False, **M.decision("half", 2))
+  assert half["auroc"] == pytest.approx(1.0)
+  assert half["confusion_matrix"] == [[90, 0], [10, 0]]
+  assert half["balanced_accuracy"] == pytest.approx(0.5)
+  rule = M.decision("prior", 2, train_counts=counts)
+  assert rule == {"threshold": pytest.approx(0.1), "class_prior": None}
+  prior = M.compute_metrics(y, p, 2, from_logits=False, **rule)
+  # p > 0.1: the 10 negatives at 0.3 and every positive are called positive.
+  assert prior["confusion_matrix"] == [[80, 10], [0, 10]]
+  assert prior["balanced_accuracy"] == pytest.approx((80 / 90 + 1) / 2)
+  assert prior["threshold"] == pytest.approx(0.1)
+  val = M.decision("validation", 2, val_labels=y, val_scores=p, from_logits=False)
+  assert val["threshold"] == pytest.approx(0.325)   # midway between 0.3 and 0.35
+  best = M.compute_metrics(y, p, 2, from_logits=False, **val)
+  assert best["balanced_accuracy"] == pytest.approx(1.0)
+  # Logits give the same thresholds in probability space.
+  logit_rule = M.decision("validation", 2, val_labels=y, val_scores=np.log(p / (1 - p)))
+  assert logit_rule["threshold"] == pytest.approx(0.325)
+  for k in ("auroc", "auc_pr"):          # ranking metrics do not depend on the rule
+    assert prior[k] == best[k] == half[k]
+
+
+def test_validation_threshold_ties_and_errors():
+  # Perfectly separated at any cut in (0.2, 0.6); among the tied cuts the one nearest 0.5.
+  y = np.array([0, 0, 1, 1])
+  assert M.balanced_accuracy_threshold(y, np.array([0.1, 0.2, 0.6, 0.9])) == pytest.approx(0.4)
+  with pytest.raises(ValueError, match="both classes"):
+    M.balanced_accuracy_threshold(np.zeros(3), np.array([0.1, 0.2, 0.3]))
+  with pytest.raises(ValueError, match="decision rule"):
+    M.decision("youden", 2)
+  with pytest.raises(ValueError, match="training class counts"):
+    M.decision("prior", 2)
+  with pytest.raises(ValueError, match="binary"):
+    M.decision("validation", 3, val_labels=[0, 1, 2], val_scores=np.eye(3))
+
+
+def test_multiclass_prior_rule_divides_by_the_prior():
+  p = np.array([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3]])
+  assert M.predict_classes(p, 3).tolist() == [0, 0]
+  rule = M.decision("prior", 3, train_counts=[80, 10, 10])
+  assert rule["class_prior"] == pytest.approx([0.8, 0.1, 0.1])
+  # p / prior: [0.75, 3, 1] and [0.625, 2, 3].
+  assert M.predict_classes(p, 3, class_prior=rule["class_prior"]).tolist() == [1, 2]
