@@ -32,7 +32,7 @@ import numpy as np
 
 from neuript_jax.files import atomic_write_text
 from neuript_jax.evaluation import metrics as metrics_lib
-from neuript_jax.evaluation import paper_results
+from neuript_jax.sweep import paper_results
 
 SUMMARY_MD = "summary.md"
 SUMMARY_CSV = "summary.csv"
