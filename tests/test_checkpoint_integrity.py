@@ -5,6 +5,9 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 
 from neuript_jax.train import checkpoint as ckpt_lib
+from tests.conftest import REPO
 
 STEPS = (1, 2, 3)
 
@@ -216,3 +220,71 @@ def test_load_params_skips_a_bad_latest(workdir):
   with pytest.raises(ckpt_lib.CheckpointIntegrityError, match="truncated"):
     ckpt_lib.load_params(_step_dir(workdir, 3))
   assert os.path.isdir(_step_dir(workdir, 3))
+
+
+# Two processes x 2 CPU devices (launch/multihost_local.sh): both write their shards, process 0
+# the record; a byte flipped in process 1's shard file is caught by both, both restore step 1
+# and step 2 can be saved again.
+TWO_PROCESS_WORKER = r"""
+import json, os, sys
+flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+open(os.path.join(flags["pid_dir"], flags["process_id"]), "w").write(str(os.getpid()))
+import jax, jax.numpy as jnp, numpy as np
+jax.distributed.initialize(flags["coordinator_address"], int(flags["num_processes"]),
+                           int(flags["process_id"]))
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+from neuript_jax.train import checkpoint as C
+wd = flags["workdir"]
+mesh = jax.make_mesh((jax.device_count(),), ("d",))
+base = np.arange(128, dtype=np.float32).reshape(8, 16)
+def state(s):
+  w = jax.make_array_from_callback((8, 16), NamedSharding(mesh, P("d")), lambda i: (base * s)[i])
+  return {"w": w, "step": jax.device_put(jnp.int32(s), NamedSharding(mesh, P()))}
+c = C.Checkpointer(wd, keep=5)
+for s in (1, 2):
+  c.save(s, state(s), json.dumps({"s": s}))
+c.wait()
+multihost_utils.sync_global_devices("saved")
+d2 = os.path.join(wd, "checkpoints", "2")
+if jax.process_index() == 0:
+  shard = [os.path.join(r, n) for r, _, ns in os.walk(d2) for n in ns
+           if "ocdbt.process_1" + os.sep + "d" in r][0]
+  with open(shard, "r+b") as f:
+    f.seek(os.path.getsize(shard) // 2); b = f.read(1); f.seek(-1, 1); f.write(bytes([b[0] ^ 1]))
+multihost_utils.sync_global_devices("corrupted")
+abstract = jax.tree_util.tree_map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state(0))
+step, st, ds = c.restore_latest_good(abstract)
+ok = all(np.array_equal(x.data, base[x.index]) for x in st["w"].addressable_shards)
+print("RESULT", step, json.loads(ds)["s"], ok, flush=True)
+c.save(2, state(2), json.dumps({"s": 2}))
+c.wait()
+multihost_utils.sync_global_devices("resaved")
+print("RESAVED", C.verify_step(d2), flush=True)
+c.close()
+"""
+
+
+def test_two_processes_agree_on_the_fallback(tmp_path):
+  wd, pid_dir = tmp_path / "run", tmp_path / "pids"
+  pid_dir.mkdir()
+  env = dict(os.environ, PYTHON=sys.executable, DEVICES_PER_PROCESS="2")
+  env.pop("XLA_FLAGS", None)
+  try:
+    res = subprocess.run(
+        ["bash", os.path.join(REPO, "launch", "multihost_local.sh"), "2", "-c",
+         TWO_PROCESS_WORKER, f"--workdir={wd}", f"--pid_dir={pid_dir}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+  finally:
+    for name in os.listdir(pid_dir):
+      try:
+        os.kill(int((pid_dir / name).read_text()), signal.SIGKILL)
+      except (ProcessLookupError, ValueError):
+        pass
+  assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+  for i in (0, 1):
+    assert f"[{i}] RESULT 1 1 True" in res.stdout, res.stdout[-3000:]
+    assert f"[{i}] RESAVED None" in res.stdout, res.stdout[-3000:]
+  assert "step 2: state/ocdbt.process_1" in res.stdout + res.stderr
+  assert sorted(os.listdir(wd / "checkpoints")) == ["1", "2", "2.corrupt"]
