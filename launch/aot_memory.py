@@ -1,175 +1,184 @@
-r"""Ahead-of-time compile of the pretraining step on a simulated mesh; prints per-device memory.
+r"""Compile the stage-1 or stage-2 train step for a TPU slice with libtpu, without a TPU.
 
-  python -m launch.aot_memory --devices=8 --mesh=1,8,1,1 --preset=paper --batch=32
+  python -m launch.aot_memory --topology=v5p-8 \
+      --config=neuript_jax/configs/pretrain.py:paper --config.data.global_batch_size=32
 
-Simulates `--devices` CPU devices (XLA_FLAGS is set before JAX is imported), builds the train
-step for the given (data, fsdp, expert, tensor) mesh from shapes only, and prints XLA's memory
-analysis for one device: arguments (params + optimizer state + batch shard), outputs, temporaries
-(activations kept for the backward pass and workspace) and their sum. On a real pod run the same
-command without --devices: the numbers are per accelerator, and arguments + temporaries must fit
-its HBM (CPU compilation uses the CPU backend's layouts and fusion, so treat them as an estimate
-within tens of percent; the parameter and optimizer bytes are exact).
+libtpu's compiler runs on this host (`pip install -r requirements-tpu.txt`; without libtpu the
+command says so and exits 2). The step is compiled for the slice's compile-only devices from
+shapes only and the TPU compiler's own per-chip numbers are printed: arguments (params,
+optimizer state, batch shard), temporaries, peak (arguments + outputs + temporaries -
+aliased), FLOPs and HBM bytes accessed; then the roofline of one chip from
+`neuript_jax.bench.tpu.CHIPS` (step time, samples/s per chip, MFU bound, memory- or
+compute-bound). The config file decides the stage: a config with `masking` (configs/pretrain.py)
+compiles the stage-1 (AAMP) step, one without (configs/finetune.py) the stage-2 step.
 
-Sweep: the largest per-device batch that fits given capacities, per mesh layout:
+Topologies: v4-N and v5p-N (N TensorCores, N / 2 chips), v5e-N and v6e-N (N chips);
+--num_slices=S joins S such slices over DCN (the data axis spans the slices).
+Mesh (--layout): "fsdp" (default) shards params and batch over the chips of a slice (fsdp) and
+the batch over slices (data), keeping config.mesh.expert and config.mesh.tensor; "config" uses
+config.mesh as given (-1 takes the rest). The global batch is config.data.global_batch_size;
+each chip sees global / (data x fsdp) samples.
 
-  python -m launch.aot_memory --devices=64 --preset=paper \
-      --sweep="8:1,8,1,1;8:2,2,2,1;64:1,64,1,1;64:8,4,2,1" --capacity_gib=80,139
-
-Each layout is DEVICES:data,fsdp,expert,tensor on the first DEVICES simulated devices; the
-per-device batch b means a global batch b * data * fsdp (the expert and tensor axes see the
-same rows). `neuript_jax.bench.memory_fit` picks the batches to compile (a linear fit of the
-peak in b, then bracketing), a few compiles per layout, and every compile's numbers are
-printed as they come; the last lines are a Markdown table.
+  --json      end with one JSON line: per_chip_batch, argument_bytes, temp_bytes, peak_bytes,
+              flops, bytes_accessed (all per chip), the roofline and the layout.
+  --sweep     the largest per-chip batch that fits the chip's HBM (few compiles, by
+              neuript_jax.bench.memory_fit); the global batch is then per-chip x data x fsdp.
 """
 
 from __future__ import annotations
 
-import os
+import json
+import math
 import sys
 import time
 
+from absl import app, flags
+from ml_collections import config_flags
 
-def _devices_from_argv(argv) -> int | None:
-  for a in argv:
-    if a.startswith("--devices="):
-      return int(a.split("=", 1)[1])
-  return None
+CONFIG = config_flags.DEFINE_config_file("config", "neuript_jax/configs/pretrain.py",
+                                         "experiment config file with get_config(arg)")
+TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice, e.g. v5p-8, v5e-256, v6e-64")
+NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "slices joined over DCN")
+LAYOUT = flags.DEFINE_enum("layout", "fsdp", ["fsdp", "config"],
+                           "fsdp: fsdp over a slice's chips, data over slices; config: "
+                           "config.mesh as given")
+JSON = flags.DEFINE_bool("json", False, "end with one JSON line of the numbers")
+SWEEP = flags.DEFINE_bool("sweep", False, "largest per-chip batch that fits the chip's HBM")
+MAX_COMPILES = flags.DEFINE_integer("max_compiles", 5, "sweep: compiles at most")
+flags.mark_flag_as_required("topology")
 
-
-_N = _devices_from_argv(sys.argv)
-if _N:
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + f" --xla_force_host_platform_device_count={_N}")
-
-from absl import app, flags  # noqa: E402
-
-flags.DEFINE_integer("devices", None, "simulated CPU devices (omit on real accelerators)")
-MESH = flags.DEFINE_list("mesh", ["1", "-1", "1", "1"], "data,fsdp,expert,tensor sizes")
-PRESET = flags.DEFINE_enum("preset", "paper", ["tiny", "small", "paper"], "model preset")
-BATCH = flags.DEFINE_integer("batch", 32, "global batch size")
-T = flags.DEFINE_integer("T", 256, "samples per window")
-DTYPE = flags.DEFINE_string("dtype", "bfloat16", "compute dtype")
-REMAT = flags.DEFINE_enum("remat", "block", ["none", "block"], "rematerialisation")
-SWEEP = flags.DEFINE_string("sweep", None, "layouts DEVICES:data,fsdp,expert,tensor separated "
-                            "by ';' (then --mesh and --batch are not used)")
-CAPACITY = flags.DEFINE_list("capacity_gib", ["80", "139"], "sweep: per-device memory sizes")
-MAX_COMPILES = flags.DEFINE_integer("max_compiles", 4, "sweep: compiles per layout at most "
-                                    "(shared by the capacities, in order)")
+GIB = 2 ** 30
 
 
-def parse_layouts(text: str) -> list[tuple[int, list[int]]]:
-  """'8:1,8,1,1;64:8,8,1,1' -> [(8, [1, 8, 1, 1]), (64, [8, 8, 1, 1])]."""
-  out = []
-  for item in filter(None, (t.strip() for t in text.split(";"))):
-    try:
-      n, shape = item.split(":")
-      shape = [int(v) for v in shape.split(",")]
-      n = int(n)
-    except ValueError:
-      raise app.UsageError(f"--sweep item {item!r}: expected DEVICES:data,fsdp,expert,tensor")
-    if len(shape) != 4 or n != shape[0] * shape[1] * shape[2] * shape[3]:
-      raise app.UsageError(f"--sweep item {item!r}: four sizes whose product is {n}")
-    out.append((n, shape))
+def mesh_shape(config, topology) -> list[int]:
+  """(data, fsdp, expert, tensor) sizes for --layout over the topology's chips."""
+  m = config.mesh
+  if LAYOUT.value == "fsdp":
+    per_slice = topology.chips_per_slice
+    inner = m.expert * m.tensor
+    if inner < 1 or per_slice % inner:
+      raise app.UsageError(f"config.mesh.expert x tensor = {inner} must divide the "
+                           f"{per_slice} chips of a {topology.name} slice")
+    return [topology.num_slices, per_slice // inner, m.expert, m.tensor]
+  shape = [m.data, m.fsdp, m.expert, m.tensor]
+  if shape.count(-1) > 1:
+    raise app.UsageError(f"config.mesh {shape}: at most one -1")
+  if -1 in shape:
+    rest = math.prod(s for s in shape if s != -1)
+    if topology.chips % rest:
+      raise app.UsageError(f"config.mesh {shape} does not divide {topology.chips} chips")
+    shape[shape.index(-1)] = topology.chips // rest
+  if math.prod(shape) != topology.chips:
+    raise app.UsageError(f"config.mesh {shape} needs {math.prod(shape)} chips; "
+                         f"{topology.name} x {topology.num_slices} has {topology.chips}")
+  return shape
+
+
+def compile_step(config, model_cfg, mesh, stage: int):
+  from neuript_jax.bench import tpu
+  from neuript_jax.train import mesh as mesh_lib
+  rules = tuple(config.logical_axis_rules or mesh_lib.DEFAULT_RULES)
+  if stage == 1:
+    from neuript_jax.train.pretrain import aot_compile
+    return aot_compile(config, model_cfg, mesh, rules)
+  return tpu.aot_compile_finetune(config, model_cfg, mesh, rules)
+
+
+def measure(config, model_cfg, mesh, stage, topology, rows: int, per_chip: int) -> dict:
+  """Compile at per-chip batch `per_chip` and return the numbers (per chip) + roofline."""
+  from neuript_jax.bench import tpu
+  from neuript_jax.model import counting
+  config.data.global_batch_size = per_chip * rows
+  start = time.time()
+  compiled = compile_step(config, model_cfg, mesh, stage)
+  out = {"per_chip_batch": per_chip, "global_batch": per_chip * rows,
+         "compile_seconds": round(time.time() - start, 1), **tpu.step_numbers(compiled)}
+  model_flops = counting.train_flops(model_cfg, per_chip, stage)
+  out["model_flops"] = float(model_flops)
+  out["roofline"] = tpu.roofline(out["flops"], out["bytes_accessed"], topology.chip, per_chip,
+                                 model_flops)
   return out
 
 
-def pretrain_config_for(preset: str):
-  """The pretraining config with the preset's model, T, dtype and remat from the flags."""
-  import importlib
-  from neuript_jax.configs import pretrain as pretrain_config
-  config = pretrain_config.get_config()
-  preset = importlib.import_module(f"neuript_jax.configs.{preset}").get_config()
-  config.model = preset.model
-  config.model.data = "Stage1"
-  config.model.T = T.value
-  config.model.dtype = DTYPE.value
-  config.model.remat = REMAT.value
-  return config
-
-
-def sweep(layouts, capacities_gib):
-  import jax
-  from neuript_jax.configs.common import to_model_config
-  from neuript_jax.bench import memory_fit
-  from neuript_jax.train import mesh as mesh_lib
-  from neuript_jax.train.pretrain import aot_compile
-
-  config = pretrain_config_for(PRESET.value)
-  model_cfg = to_model_config(config.model)
-  gib = 2 ** 30
-  rows = []
-  print(f"preset {PRESET.value}, T {T.value}, dtype {DTYPE.value}, remat {REMAT.value}; "
-        "per device; largest batch compiled and seen to fit, * = the next batch was not "
-        "compiled (linear-fit prediction in brackets)")
-  header = ("| devices | data x fsdp x expert x tensor | arguments GiB | peak GiB at batch b | "
-            + " | ".join(f"max batch/device @ {c:g} GiB" for c in capacities_gib) + " |")
-  rows.append(header)
-  rows.append("|---|---|---|---|" + "---|" * len(capacities_gib))
-  print(header, flush=True)
-  for n, shape in layouts:
-    if n > jax.device_count():
-      raise app.UsageError(f"layout {n}:{shape} needs {n} devices; run with --devices={n}")
-    mesh = mesh_lib.make_mesh(shape, devices=jax.devices()[:n])
-    rows_per_device = shape[0] * shape[1]
-    detail = {}
-
-    def peak_of(b):
-      config.data.global_batch_size = b * rows_per_device
-      start = time.time()
-      mem = aot_compile(config, model_cfg, mesh).memory_analysis()
-      peak = (mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
-              - mem.alias_size_in_bytes)
-      detail[b] = (mem.argument_size_in_bytes, mem.temp_size_in_bytes, peak)
-      print(f"  {n} devices mesh {shape}: per-device batch {b} (global "
-            f"{b * rows_per_device}): arguments {mem.argument_size_in_bytes / gib:.2f} GiB, "
-            f"temporaries {mem.temp_size_in_bytes / gib:.2f} GiB, peak {peak / gib:.2f} GiB "
-            f"({time.time() - start:.0f} s)", flush=True)
-      return peak
-
-    evaluated, fit = {}, {}
-    for cap in capacities_gib:
-      fit[cap] = memory_fit.largest_fitting_batch(peak_of, cap * gib, evaluated,
-                                                  max(0, MAX_COMPILES.value - len(evaluated)))
-    b1 = min(detail)
-    args, _, peak = detail[b1]
-    cells = [f"{f['batch']}{'' if f['exact'] else '*'} (global "
-             f"{f['batch'] * shape[0] * shape[1]}; fit {f['predicted']})" for f in fit.values()]
-    rows.append(f"| {n} | {' x '.join(map(str, shape))} | {args / gib:.2f} | "
-                f"{peak / gib:.2f} (b={b1}) | " + " | ".join(cells) + " |")
-    print(rows[-1], flush=True)
-  print("\n" + "\n".join(rows))
+def report(m: dict, topology) -> str:
+  b = m["per_chip_batch"]
+  r = m["roofline"]
+  return "\n".join([
+      f"per chip, batch {b} (global {m['global_batch']}), compiled in "
+      f"{m['compile_seconds']:.0f} s:",
+      f"  arguments {m['argument_bytes'] / GIB:.3f} GiB, outputs {m['output_bytes'] / GIB:.3f} "
+      f"GiB (aliased {m['alias_bytes'] / GIB:.3f}), temporaries {m['temp_bytes'] / GIB:.3f} GiB"
+      f" ({m['temp_bytes'] / b / GIB:.3f} GiB per sample)",
+      f"  peak {m['peak_bytes'] / GIB:.3f} GiB of {topology.chip.hbm_bytes / GIB:.0f} GiB HBM",
+      f"  {m['flops'] / 1e12:.3f} TFLOP ({m['flops'] / b / 1e12:.3f} per sample; model "
+      f"{m['model_flops'] / b / 1e12:.3f} without recompute), HBM traffic "
+      f"{m['bytes_accessed'] / 1e9:.1f} GB ({m['bytes_accessed'] / b / 1e9:.2f} GB per sample)",
+      f"  roofline on {topology.chip.generation}: {r['step_seconds'] * 1e3:.1f} ms per step "
+      f"(compute {r['compute_seconds'] * 1e3:.1f} ms, HBM {r['memory_seconds'] * 1e3:.1f} ms; "
+      f"{r['bound']}-bound, {r['arithmetic_intensity']:.0f} FLOP/byte vs ridge "
+      f"{r['ridge_intensity']:.0f}), {r['samples_per_second_per_chip']:.1f} samples/s per "
+      f"chip, MFU <= {100 * r['mfu_bound']:.1f}%",
+  ])
 
 
 def main(argv):
   del argv
-  import jax
+  from neuript_jax.bench import tpu
+  try:
+    topology = tpu.parse_topology(TOPOLOGY.value, NUM_SLICES.value)
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  try:
+    tpu.require_libtpu()
+  except tpu.LibtpuMissing as e:
+    print(f"launch.aot_memory: {e}", file=sys.stderr)
+    sys.exit(2)
+
   from neuript_jax.configs.common import to_model_config
   from neuript_jax.train import mesh as mesh_lib
-  from neuript_jax.train.pretrain import aot_compile
+
+  config = CONFIG.value
+  stage = 1 if "masking" in config else 2
+  shape = mesh_shape(config, topology)
+  mesh = tpu.make_tpu_mesh(topology, shape, mesh_lib.MESH_AXES)
+  platform = mesh.devices.flat[0].platform
+  model_cfg = to_model_config(config.model).for_platform(platform)
+  rows = shape[0] * shape[1]
+  layout = dict(zip(mesh_lib.MESH_AXES, shape))
+  print(f"{config.get('name', 'config')}: stage {stage}, {topology.name} x {topology.num_slices}"
+        f" ({topology.chips} chips, {topology.topology_name}), mesh {layout}; attention "
+        f"{model_cfg.attention}, moe_dispatch {model_cfg.moe_dispatch}, dtype "
+        f"{model_cfg.dtype}, remat {model_cfg.remat}, T {model_cfg.T}", flush=True)
 
   if SWEEP.value:
-    sweep(parse_layouts(SWEEP.value), [float(c) for c in CAPACITY.value])
-    return
-  config = pretrain_config_for(PRESET.value)
-  config.data.global_batch_size = BATCH.value
-  model_cfg = to_model_config(config.model)
-  mesh = mesh_lib.make_mesh([int(m) for m in MESH.value])
-  start = time.time()
-  compiled = aot_compile(config, model_cfg, mesh)
-  mem = compiled.memory_analysis()
-  gib = lambda b: b / 2 ** 30
-  print(f"preset {PRESET.value}, T {T.value}, global batch {BATCH.value}, dtype {DTYPE.value}, "
-        f"remat {REMAT.value}, mesh {dict(mesh.shape)} on {jax.device_count()} devices; "
-        f"compiled in {time.time() - start:.0f} s")
-  if mem is None:
-    print("this backend gives no memory analysis")
-    return
-  args, out = mem.argument_size_in_bytes, mem.output_size_in_bytes
-  temp, alias = mem.temp_size_in_bytes, mem.alias_size_in_bytes
-  print(f"per device: arguments {gib(args):.3f} GiB, outputs {gib(out):.3f} GiB "
-        f"(aliased with donated arguments {gib(alias):.3f} GiB), temporaries {gib(temp):.3f} GiB")
-  print(f"per device peak estimate (arguments + temporaries + outputs - aliased): "
-        f"{gib(args + temp + out - alias):.3f} GiB")
+    from neuript_jax.bench import memory_fit
+    seen = {}
+
+    def peak_of(b):
+      seen[b] = measure(config, model_cfg, mesh, stage, topology, rows, b)
+      print(report(seen[b], topology), flush=True)
+      return seen[b]["peak_bytes"]
+
+    fit = memory_fit.largest_fitting_batch(peak_of, topology.chip.hbm_bytes,
+                                           max_evals=MAX_COMPILES.value)
+    print(f"largest per-chip batch that fits {topology.chip.hbm_bytes / GIB:.0f} GiB: "
+          f"{fit['batch']}{'' if fit['exact'] else ' (not bracketed: the next batch was not compiled)'}"
+          f"; linear fit {fit['predicted']}")
+    result = {"topology": topology.name, "num_slices": topology.num_slices, "stage": stage,
+              "mesh": layout, "max_per_chip_batch": fit["batch"], "exact": fit["exact"],
+              "predicted": fit["predicted"], "hbm_bytes": topology.chip.hbm_bytes,
+              "compiles": [seen[b] for b in sorted(seen)]}
+  else:
+    b = config.data.global_batch_size
+    if b % rows:
+      raise app.UsageError(f"config.data.global_batch_size={b} is not divisible by data x "
+                           f"fsdp = {rows} (mesh {layout})")
+    result = measure(config, model_cfg, mesh, stage, topology, rows, b // rows)
+    print(report(result, topology))
+    result.update(topology=topology.name, num_slices=topology.num_slices, stage=stage,
+                  mesh=layout)
+  if JSON.value:
+    print(json.dumps(result, default=float))
 
 
 if __name__ == "__main__":

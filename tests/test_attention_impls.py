@@ -1,5 +1,6 @@
 """The attention implementations agree: "fused" (chunked, hand-written backward, hashed dropout)
-against the plain einsum-softmax reference, with both stage-1 mask modes and with dropout."""
+and "pallas" (Pallas TPU kernels, run in interpret mode on CPU) against the plain einsum-softmax
+reference, with both stage-1 mask modes and with dropout; "auto" follows the compile target."""
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ from neuript_jax.model import attention as attention_lib
 from neuript_jax.model.attention import (MultiHeadAttention, attention_mask_from_tokens,
                                          fused_chunk, resolve_attention_impl)
 from neuript_jax.model.fused_attention import dropout_keep_mask, fused_attention
+from neuript_jax.model.pallas_attention import block_sequences, pallas_attention
 
 N, H, L, C = 5, 2, 12, 4
 
@@ -66,6 +68,30 @@ def test_fused_dropout_matches_reference_with_the_same_keep_mask(chunk):
                                err_msg=name)
 
 
+@pytest.mark.parametrize("mask_mode", [None, "rows", "keys"])
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_pallas_matches_reference(mask_mode, rate):
+  """Pallas kernels (interpret mode): output and gradients of the reference, with the same
+  dropout keep-mask as "fused" (model/dropout.py's stream)."""
+  q, k, v, g, tokens = inputs(4)
+  mask = None if mask_mode is None else attention_mask_from_tokens(tokens, mask_mode == "rows")
+  seed = jnp.array([3, 0xFFFFFFF0], jnp.uint32)
+  keep = dropout_keep_mask(seed, (N, H, L, L), rate) if rate else None
+  got = value_and_grads(lambda q, k, v: pallas_attention(q, k, v, mask, seed, rate,
+                                                         interpret=True), q, k, v, g)
+  want = value_and_grads(lambda q, k, v: reference(q, k, v, mask, keep, rate), q, k, v, g)
+  for a, b, name in zip(got, want, ["out", "dq", "dk", "dv"]):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
+                               err_msg=name)
+
+
+def test_pallas_blocks_divide_the_sequences_and_fit_vmem():
+  assert block_sequences(7, 8, 256, 256, 96, 2) == 1          # one long sequence per step
+  nb = block_sequences(2048, 8, 20, 20, 96, 2)                 # spatial: many short ones
+  assert nb > 1 and 2048 % nb == 0
+  assert block_sequences(13, 2, 12, 12, 4, 4) in (1, 13)       # a prime count
+
+
 def test_dropout_keep_mask_rate_and_seed():
   shape = (8, 4, 64, 64)
   a = dropout_keep_mask(jnp.array([1, 2], jnp.uint32), shape, 0.1)
@@ -91,7 +117,7 @@ def test_module_impls_agree(mask_rows):
     return jax.value_and_grad(loss, argnums=(0, 1))(params, x)
 
   want = run("xla")
-  for impl in ("fused", "dot_product_attention", "auto"):
+  for impl in ("fused", "dot_product_attention", "pallas", "auto"):
     got = run(impl)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
@@ -112,10 +138,23 @@ def test_module_fused_dropout_is_seeded_and_unbiased():
 
 
 def test_auto_is_fused_on_cpu_and_bad_names_are_refused():
-  assert resolve_attention_impl("auto") == ("dot_product_attention"
-                                            if jax.default_backend() == "gpu" else "fused")
+  assert resolve_attention_impl("auto") == {"gpu": "dot_product_attention", "tpu": "pallas"}.get(
+      jax.default_backend(), "fused")
   with pytest.raises(ValueError, match="attention must be one of"):
     ModelConfig(attention="flash")
+
+
+def test_auto_follows_the_compile_target_not_the_host():
+  """The target is the mesh's platform (ModelConfig.for_platform), whatever the host runs."""
+  assert resolve_attention_impl("auto", "tpu") == "pallas"
+  assert resolve_attention_impl("auto", "gpu") == "dot_product_attention"
+  assert resolve_attention_impl("auto", "cpu") == "fused"
+  assert resolve_attention_impl("xla", "tpu") == "xla"
+  cfg = ModelConfig(d_model=16, n_heads=2, d_ff=16, hidden_dim=8, hidden_dim_shared=8)
+  assert (cfg.for_platform("tpu").attention, cfg.for_platform("tpu").moe_dispatch) == (
+      "pallas", "ragged")
+  assert (cfg.for_platform("cpu").attention, cfg.for_platform("cpu").moe_dispatch) == (
+      "fused", "buffer")
 
 
 def test_fused_chunks_only_long_sequences_on_one_cpu_device(monkeypatch):

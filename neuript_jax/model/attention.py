@@ -9,7 +9,11 @@ Implementations (ModelConfig.attention), all the same function up to float round
     dropout active it falls back to "fused".
   "fused": model/fused_attention.py (head-major, hand-written backward, chunked over sequences,
     hashed dropout mask): the fastest on CPU.
-  "auto": "dot_product_attention" on GPU, "fused" elsewhere.
+  "pallas": model/pallas_attention.py, Pallas TPU kernels (scores stay in VMEM; interpret
+    mode off TPU, for tests).
+  "auto": "pallas" on TPU, "dot_product_attention" on GPU, "fused" elsewhere, for the devices
+    the step is compiled for (ModelConfig.for_platform(mesh platform)); unresolved, the
+    default backend.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import jax.numpy as jnp
 
 from neuript_jax.model.fused_attention import chunk_for, fused_attention
 from neuript_jax.model.layers import Dense
+from neuript_jax.model.pallas_attention import pallas_attention, target_platform
 
-ATTENTION_IMPLS = ("auto", "xla", "dot_product_attention", "fused")
+ATTENTION_IMPLS = ("auto", "xla", "dot_product_attention", "fused", "pallas")
 FUSED_CHUNK_BYTES = 4 << 20   # scores per lax.map step of "fused" on CPU (fits L2 + L3 slice)
 # "fused" on CPU chunks only when Lq * Lk >= this: short sequences (the spatial attention over
 # 20 channels, temporal attention at L <= 32) are faster in one piece, where the lax.map loop's
@@ -40,18 +45,23 @@ def fused_chunk(n: int, heads: int, lq: int, lk: int) -> int:
   the SPMD partitioner gather the global batch onto every device (each device would then
   compute, and hold the scores of, every chunk).
   """
-  if (jax.default_backend() != "cpu" or jax.device_count() > 1
-      or lq * lk < FUSED_CHUNK_MIN_SCORES):
+  mesh = jax.sharding.get_abstract_mesh()
+  devices = jax.device_count() if mesh.empty else mesh.size
+  if (target_platform() != "cpu" or devices > 1 or lq * lk < FUSED_CHUNK_MIN_SCORES):
     return n
   return chunk_for(n, heads, lq, lk, FUSED_CHUNK_BYTES)
 
 
-def resolve_attention_impl(impl: str) -> str:
-  """"auto" -> the best implementation for the default backend; others pass through."""
+def resolve_attention_impl(impl: str, platform: str | None = None) -> str:
+  """"auto" -> the best implementation for `platform` ("tpu": "pallas", "gpu":
+  "dot_product_attention", else "fused"); others pass through. platform None means the default
+  backend: callers that compile for other devices (an AOT mesh of TPU devices on a CPU host)
+  resolve with the mesh's platform first (ModelConfig.for_platform)."""
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {impl!r}")
   if impl == "auto":
-    return "dot_product_attention" if jax.default_backend() == "gpu" else "fused"
+    platform = platform or jax.default_backend()
+    return {"tpu": "pallas", "gpu": "dot_product_attention"}.get(platform, "fused")
   return impl
 
 
@@ -104,6 +114,13 @@ class MultiHeadAttention(nn.Module):
       out = fused_attention(heads_first(q), heads_first(k), heads_first(v), mask, seed, rate,
                             chunk)
       out = heads_first(out)
+    elif impl == "pallas":
+      rate = self.dropout if use_dropout else 0.0
+      seed = (jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32) if use_dropout
+              else None)
+      heads_first = lambda t: t.transpose(0, 2, 1, 3)
+      out = heads_first(pallas_attention(heads_first(q), heads_first(k), heads_first(v), mask,
+                                         seed, rate))
     else:
       scores = jnp.einsum("nqhc,nkhc->nhqk", q, k) / jnp.sqrt(d // h).astype(self.dtype)
       scores = scores.astype(jnp.float32)

@@ -13,8 +13,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from neuript_jax import geometry
-from neuript_jax.model.attention import ATTENTION_IMPLS
-from neuript_jax.model.moe import MOE_DISPATCHES
+from neuript_jax.model.attention import ATTENTION_IMPLS, resolve_attention_impl
+from neuript_jax.model.moe import MOE_DISPATCHES, resolve_moe_dispatch
 from neuript_jax.model.quirks import Quirks
 
 # jax.checkpoint policies per TSA layer (mapped to policies in model/tsa.py).
@@ -56,8 +56,9 @@ class ModelConfig:
   montage: str = "standard_1020"  # used with `channels`
   quirks: Quirks = Quirks()
   dtype: str = "float32"          # compute dtype (params stay float32)
-  attention: str = "auto"         # "auto" | "xla" | "dot_product_attention" | "fused"
-                                  # (model/attention.py; "auto": cuDNN on GPU, "fused" on CPU)
+  attention: str = "auto"         # "auto" | "xla" | "dot_product_attention" | "fused" |
+                                  # "pallas" (model/attention.py; "auto": Pallas on TPU, cuDNN
+                                  # on GPU, "fused" on CPU; see for_platform)
   moe_dispatch: str = "auto"      # dropless PMoE: "auto" | "buffer" | "ragged" (model/moe.py)
   remat: str = "none"             # "none" or a jax.checkpoint policy per TSA layer: "block"
                                   # (= "nothing_saveable"), "dots_saveable",
@@ -133,6 +134,12 @@ class ModelConfig:
 
   def n_logits(self) -> int:
     return self.num_classes if self.num_classes > 2 else 1
+
+  def for_platform(self, platform: str) -> "ModelConfig":
+    """This config with "auto" attention and MoE dispatch resolved for the devices the step is
+    compiled for (e.g. mesh.devices.flat[0].platform: "tpu", "gpu", "cpu"), not the host."""
+    return self.replace(attention=resolve_attention_impl(self.attention, platform),
+                        moe_dispatch=resolve_moe_dispatch(self.moe_dispatch, platform))
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)

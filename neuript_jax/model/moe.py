@@ -31,12 +31,13 @@ from neuript_jax.model.layers import Dense, SwiGLU, swiglu_gate, torch_linear_bi
 MOE_DISPATCHES = ("auto", "buffer", "ragged")
 
 
-def resolve_moe_dispatch(dispatch: str) -> str:
-  """"auto" -> "ragged" on accelerators, "buffer" on CPU; others pass through."""
+def resolve_moe_dispatch(dispatch: str, platform: str | None = None) -> str:
+  """"auto" -> "ragged" on accelerators, "buffer" on CPU; others pass through. platform None
+  means the default backend (see ModelConfig.for_platform)."""
   if dispatch not in MOE_DISPATCHES:
     raise ValueError(f"moe_dispatch must be one of {MOE_DISPATCHES}, got {dispatch!r}")
   if dispatch == "auto":
-    return "buffer" if jax.default_backend() == "cpu" else "ragged"
+    return "buffer" if (platform or jax.default_backend()) == "cpu" else "ragged"
   return dispatch
 
 
