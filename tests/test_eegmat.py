@@ -1,0 +1,112 @@
+"""MentalArithmetic on the real PhysioNet eegmat recordings (../shared/data/eegmat): the
+recipe's paper counts on all 72 files, and one short fine-tuning on 4 real subjects with the
+downstream config (shards -> results.json with the paper's binary metrics)."""
+
+import collections
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared_path
+
+EEGMAT = shared_path("data", "eegmat", "eeg-during-mental-arithmetic-tasks-1.0.0")
+pytestmark = pytest.mark.skipif(not (EEGMAT / "Subject00_1.edf").exists(),
+                                reason=f"eegmat recordings not found in {EEGMAT}")
+
+
+def _records_by_split(out):
+  from data_prep import convert as convert_lib
+  from neuript_jax.data import record as rec
+  manifest = convert_lib.manifest_lib.read(out)
+  return manifest, {split: list(rec.read_split(out, split)) for split in manifest["shards"]}
+
+
+def test_recipe_on_all_72_files_gives_the_paper_counts(tmp_path):
+  from data_prep import convert as convert_lib
+  from data_prep.recipes import get_recipe
+  manifest = convert_lib.convert(str(EEGMAT), get_recipe("mental_arithmetic"), tmp_path / "s",
+                                 workers=2)
+  assert manifest["rejected"] == [] and len(manifest["files"]) == 72
+  assert manifest["windows"] == 1707
+  assert manifest["counts"]["label"] == {"train": {"rest": 1007, "task": 336},
+                                         "val": {"rest": 124, "task": 48},
+                                         "test": {"rest": 144, "task": 48}}
+  _, by_split = _records_by_split(tmp_path / "s")
+  labels = {s: collections.Counter(r.label_name for r in recs) for s, recs in by_split.items()}
+  assert {s: len(r) for s, r in by_split.items()} == {"train": 1343, "val": 172, "test": 192}
+  assert labels["train"] == {"rest": 1007, "task": 336}
+  assert labels["val"] == {"rest": 124, "task": 48}
+  assert labels["test"] == {"rest": 144, "task": 48}
+  subjects = {s: {r.subject for r in recs} for s, recs in by_split.items()}
+  assert subjects["train"] == {f"Subject{i:02d}" for i in range(28)}
+  assert subjects["val"] == {f"Subject{i:02d}" for i in range(28, 32)}
+  assert subjects["test"] == {f"Subject{i:02d}" for i in range(32, 36)}
+  for r in by_split["train"][:3]:
+    assert r.signal.shape == (20, 320) and r.sampling_rate == 64.0
+    assert int(r.label) == ("task" == r.label_name)
+
+
+def test_one_finetuning_on_four_real_subjects(tmp_path):
+  from data_prep import convert as convert_lib
+  from data_prep.recipes import get_recipe
+  from neuript_jax.configs.downstream import mental_arithmetic
+  from neuript_jax.evaluation import metrics
+  from neuript_jax.train import finetune
+
+  files = [str(EEGMAT / f"Subject{n:02d}_{p}.edf") for n in (0, 1, 28, 32) for p in (1, 2)]
+  recipe = get_recipe("mental_arithmetic", params={"subject_ranges": {
+      "train": [0, 1], "val": [28, 28], "test": [32, 32]}})
+  manifest = convert_lib.convert(files, recipe, tmp_path / "shards", workers=2)
+  assert manifest["counts"]["split"] == {"train": 96, "val": 48, "test": 48}
+
+  c = mental_arithmetic.get_config("cpu")
+  assert c.init_from == "" and c.model.T == 320 and c.model.num_classes == 2
+  c.data.sources = ((str(tmp_path / "shards"), 1.0),)
+  # A 3-block model and 4 steps keep it fast; the data, loss and selection are the config's.
+  c.model.merge_layers, c.model.enc_expert = (1, 2, 2), (0, 2, 4)
+  c.model.dec_expert = c.model.cross_expert = (0, 0, 0, 0)
+  c.model.c_layers = 3
+  c.data.global_batch_size = 8
+  c.eval_batch_size = 16
+  c.total_steps, c.eval_every, c.log_every = 4, 2, 2
+  c.async_checkpoint = False
+  results = finetune.train(c, str(tmp_path / "run"))
+  on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert on_disk["test"]["n"] == 48 and on_disk["validation"]["n"] == 48
+  assert list(results["paper_metrics"]) == ["balanced_accuracy", "auc_pr", "auroc"]
+  for k in results["paper_metrics"]:
+    assert 0.0 <= on_disk["test"][k] <= 1.0
+  assert np.asarray(on_disk["test"]["confusion_matrix"]).sum() == 48
+  assert on_disk["select_metric"] == "auroc"
+  assert set(metrics.paper_metrics(2)) <= set(on_disk["test"])
+
+
+def test_table_summary_from_finished_runs(tmp_path):
+  """bench.downstream_table's summary on two fake rows: mean ± std over seeds, every seed,
+  the paper's rows, the rows not measured, and the ROC plot."""
+  from neuript_jax.bench import downstream_table as table
+  rng = np.random.default_rng(0)
+  for row, seeds in (("neuript_scratch", (0, 1)), ("band_power_lr", (0,))):
+    for seed in seeds:
+      d = tmp_path / "runs" / row / f"seed{seed}"
+      d.mkdir(parents=True)
+      labels = np.array([0] * 30 + [1] * 10)
+      logits = rng.normal(size=40) + 2.0 * labels - 1.0
+      preds = {"val": (labels, logits), "test": (labels, logits + 0.1 * seed)}
+      scored = table.rescore(preds, 2, "prior", [30, 10])
+      np.savez(d / table.PREDICTIONS, labels=labels, logits=preds["test"][1])
+      (d / table.RESULT).write_text(json.dumps({**scored, "row": row, "seed": seed,
+                                                "wall_s": 10.0}, default=float))
+  out = table.write_summary(tmp_path, "mental_arithmetic", 2)
+  assert out["neuript_scratch"]["n"] == 2 and out["band_power_lr"]["n"] == 1
+  md = (tmp_path / "summary.md").read_text()
+  assert "NeurIPT pretrained, AAMP (Table 18) | 0.8646 ± 0.0107" in md
+  assert "Not measured: NeurIPT pretrained (AAMP" in md and "EEGNet (braindecode)." in md
+  lines = (tmp_path / "summary.csv").read_text().splitlines()
+  assert lines[0].startswith("row,seed,decision_rule,balanced_accuracy,auc_pr,auroc")
+  assert sum(line.startswith("neuript_scratch,") for line in lines) == 4   # 2 seeds, mean, std
+  assert (tmp_path / "roc_test.png").stat().st_size > 1000
+  # The prior rule's threshold is the training positive fraction, 10 / 40.
+  scored = json.loads((tmp_path / "runs/neuript_scratch/seed0/result.json").read_text())
+  assert scored["decision"]["threshold"] == pytest.approx(0.25)
