@@ -109,25 +109,6 @@ def test_largest_fitting_batch_nonlinear_and_edges():
   assert not capped["exact"] and capped["batch"] >= 2
 
 
-def test_gpu_check_script_syntax_and_dry_run(tmp_path):
-  script = REPO / "launch" / "gpu_check.sh"
-  subprocess.run(["bash", "-n", str(script)], check=True)
-  out = tmp_path / "out"
-  env = dict(os.environ, OUT=str(out), GOLDEN_DIR="/some/goldens", TORCH_REF="/some/ref")
-  proc = subprocess.run(["bash", str(script), "--dry_run"], capture_output=True, text=True,
-                        env=env, timeout=60)
-  assert proc.returncode == 0, proc.stderr
-  text = proc.stdout
-  assert 'pip install -q jax[cuda12]==' in text
-  assert "-m launch.parity --golden_dir=/some/goldens" in text
-  assert "-m launch.bench --preset=paper" in text and "dtype=bfloat16" in text
-  assert "--torch_ref=/some/ref" in text and f"--json_out={out}/bench_paper.json" in text
-  assert "-m launch.aot_memory --preset=paper" in text
-  assert not out.exists()                      # a dry run writes nothing
-  bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True)
-  assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr
-
-
 def test_time_alternating_order_and_failed_calls():
   log = []
 
