@@ -2,20 +2,22 @@ r"""Model demo: build NeurIPT from a config, run a batch of synthetic EEG, print
 parameter counts and timing (stage-2 classifier and stage-1 pretraining model).
 
   python -m launch.demo                                        # tiny preset, CPU, seconds
-  python -m launch.demo --config=neuript_jax/configs/paper.py --config.batch_size=1
+  python -m launch.demo --config=neuript_jax/configs/finetune.py:paper --batch_size=1
 """
 
 from __future__ import annotations
 
 import time
 
-from absl import app
+from absl import app, flags
 from ml_collections import config_flags
 
+from launch import common
 from neuript_jax import host_memory
 
-CONFIG = config_flags.DEFINE_config_file("config", "neuript_jax/configs/tiny.py",
-                                         "preset file with get_config()")
+CONFIG = config_flags.DEFINE_config_file("config", "neuript_jax/configs/finetune.py",
+                                         "config file whose `model` block is demonstrated")
+BATCH = flags.DEFINE_integer("batch_size", 2, "windows in the synthetic batch")
 
 
 def synthetic_batch(key, batch, t, d):
@@ -33,8 +35,8 @@ def synthetic_batch(key, batch, t, d):
 
 def main(argv):
   del argv
+  common.start()
   import jax
-  import jax.numpy as jnp
   from neuript_jax.configs.common import to_model_config
   from neuript_jax.model import build_model, init_params
   from neuript_jax.model.counting import param_report
@@ -42,7 +44,7 @@ def main(argv):
   config = CONFIG.value
   cfg = to_model_config(config.model)
   key = jax.random.key(config.seed)
-  b = config.batch_size
+  b = BATCH.value
   x = synthetic_batch(key, b, cfg.T, cfg.data_dim)
   print(f"preset {config.name}: d_model {cfg.d_model}, heads {cfg.n_heads}, T {cfg.T}, "
         f"D {cfg.data_dim} ({cfg.data or 'custom'}), experts {list(cfg.enc_expert)}, "

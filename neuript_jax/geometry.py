@@ -146,13 +146,18 @@ DATASET_CHANNELS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+def fix_fp2_f3_typo(names) -> tuple[str, ...]:
+  """Channel names with the reference's TCP typo "Fp2-F3" written as the intended "Fp1-F3"."""
+  return tuple("Fp1-F3" if n == "Fp2-F3" else n for n in names)
+
+
 def dataset_channels(key: str, fix_typo: bool = False) -> tuple[tuple[str, ...], str]:
   """(channel names, montage) for a reference dataset key; fix_typo swaps Fp2-F3 for Fp1-F3."""
   if key not in DATASET_CHANNELS:
     raise KeyError(f"unknown dataset key {key!r}; known: {', '.join(sorted(DATASET_CHANNELS))}")
   names, montage = DATASET_CHANNELS[key]
   if fix_typo:
-    names = tuple("Fp1-F3" if n == "Fp2-F3" else n for n in names)
+    names = fix_fp2_f3_typo(names)
   return names, montage
 
 

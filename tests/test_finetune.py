@@ -133,10 +133,10 @@ def test_results_json_and_selection_on_validation(uninterrupted):
 
 def test_init_from_reference_npz_loads_encoder(npz):
   import jax
-  from neuript_jax.train import finetune
+  from neuript_jax.evaluation import encoders
   cfg = model_cfg()
-  template = finetune.param_shapes(cfg)
-  loaded = finetune.load_encoder_params(npz[0], cfg, template)
+  template = encoders.param_shapes(cfg)
+  loaded = encoders.load_encoder_params(npz[0], cfg, template)
   want = npz[1]
   assert set(loaded) == {"enc_value_embedding", "encoder"}
   for k in loaded:
@@ -145,7 +145,7 @@ def test_init_from_reference_npz_loads_encoder(npz):
 
 
 def test_init_from_mismatched_npz_names_tensors(tmp_path):
-  from neuript_jax.train import finetune
+  from neuript_jax.evaluation import encoders as finetune
   other = tmp_path / "other.npz"
   reference_npz(other, model_cfg(merge_layers=(1, 1, 2)), seed=1)   # block 1 without merging
   with pytest.raises(finetune.InitError) as e:
@@ -162,9 +162,9 @@ def test_init_from_mismatched_npz_names_tensors(tmp_path):
 
 
 def test_evaluate_launcher_reproduces_test_metrics(uninterrupted, shards, tmp_path):
-  from launch import evaluate
+  from neuript_jax.evaluation import runs
   wd, _ = uninterrupted
-  m = evaluate.evaluate(wd, [shards], "test", batch_size=16, plots_dir=str(tmp_path))
+  m = runs.evaluate(wd, [shards], "test", batch_size=16, plots_dir=str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == ["confusion_matrix_test.png", "curves.png",
                                           "pr_test.png", "roc_test.png"]
   with open(os.path.join(wd, "results.json")) as f:
@@ -177,16 +177,16 @@ def test_evaluate_launcher_reproduces_test_metrics(uninterrupted, shards, tmp_pa
 def test_embedded_features_feed_the_head(uninterrupted, shards):
   """launch.embed's features of a fine-tuned run, through the run's head, are its logits."""
   import jax
-  from launch import embed, evaluate
-  from neuript_jax.train import finetune
+  from neuript_jax.evaluation import embeddings, predict, runs
   from neuript_jax.train import mesh as mesh_lib
+  from neuript_jax.train import step
   wd, _ = uninterrupted
-  z = embed.embed_splits(wd, [shards], ["test"], batch_size=16)["test"]
-  model_cfg, params, run_cfg, _ = evaluate.load_finetuned(wd)
-  data_cfg = evaluate.split_data_config([shards], "test", 16, run_cfg["config"]["data"])
-  labels, logits = finetune.predict_split(jax.jit(finetune.make_predict(model_cfg)), params,
-                                          data_cfg, mesh_lib.make_mesh([-1, 1, 1, 1]), 16)
-  head = jax.tree_util.tree_map(np.asarray, params[finetune.HEAD_KEY]["classification_layer"])
+  z = embeddings.embed_splits(wd, [shards], ["test"], batch_size=16)["test"]
+  model_cfg, params, run_cfg, _ = runs.load_finetuned(wd)
+  data_cfg = runs.split_data_config([shards], "test", 16, run_cfg["config"]["data"])
+  labels, logits = predict.predict_split(jax.jit(step.make_predict(model_cfg)), params,
+                                         data_cfg, mesh_lib.make_mesh([-1, 1, 1, 1]), 16)
+  head = jax.tree_util.tree_map(np.asarray, params[step.HEAD_KEY]["classification_layer"])
   np.testing.assert_array_equal(z["labels"], labels)
   np.testing.assert_allclose(z["features"] @ head["kernel"] + head["bias"], logits, rtol=1e-4,
                              atol=1e-4)
@@ -197,12 +197,13 @@ def test_sigkill_then_resume_gives_identical_run(shards, npz, uninterrupted, tmp
   wd = str(tmp_path / "ft_b")
   proc = subprocess.Popen(command(wd, shards, npz[0]), cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env=env())
+  # The event: checkpoint 2 is finished (its folder renamed into place); kill right then.
   target = os.path.join(wd, "checkpoints", "2")
   start = time.time()
   while not os.path.isdir(target):
     assert proc.poll() is None, proc.stderr.read()[-3000:]
     assert time.time() - start < 600, "no checkpoint appeared"
-    time.sleep(0.1)
+    time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not os.path.exists(os.path.join(wd, "results.json"))
@@ -216,3 +217,67 @@ def test_sigkill_then_resume_gives_identical_run(shards, npz, uninterrupted, tmp
   b = json.load(open(os.path.join(wd, "results.json")))
   assert a["selected_step"] == b["selected_step"]
   assert a["test"] == b["test"]
+
+
+def test_head_only_steps_leave_the_encoder_unchanged():
+  """freeze_steps=2: the encoder's params are bit-identical after two steps while the head
+  moves; the third step moves the encoder too."""
+  import jax
+  from neuript_jax.configs import finetune as finetune_config
+  from neuript_jax.configs.common import to_model_config
+  from neuript_jax.train import finetune
+  from neuript_jax.train import mesh as mesh_lib
+
+  config = finetune_config.get_config("tiny")
+  config.model.update(dict(T=32, merge_layers=(1, 2, 2), enc_expert=(0, 2, 4),
+                           dec_expert=(0,) * 4, cross_expert=(0,) * 4, c_layers=3))
+  cfg = to_model_config(config.model)
+  mesh = mesh_lib.make_mesh([1, 1, 1, 1], jax.devices()[:1])
+  state, train_step, _ = finetune.setup(config, cfg, mesh, mesh_lib.DEFAULT_RULES, 10, 2,
+                                        np.array([5, 5, 5, 5]))
+  snap = lambda tree: jax.tree_util.tree_map(np.asarray, tree)
+  before = snap(state["params"])
+  rng = np.random.default_rng(0)
+  batch = {"x": rng.standard_normal((8, cfg.T, cfg.data_dim)).astype(np.float32),
+           "label": rng.integers(0, 4, 8).astype(np.int32)}
+  for _ in range(2):
+    state, m = train_step(state, batch)
+    assert int(m["frozen"]) == 1
+  after = snap(state["params"])
+  for k in ("enc_value_embedding", "encoder"):
+    for a, b in zip(jax.tree_util.tree_leaves(before[k]), jax.tree_util.tree_leaves(after[k])):
+      np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(before["classification_head"]),
+      jax.tree_util.tree_leaves(after["classification_head"])))
+  state, m = train_step(state, batch)
+  assert int(m["frozen"]) == 0
+  moved = snap(state["params"])["encoder"]
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(after["encoder"]), jax.tree_util.tree_leaves(moved)))
+
+
+def test_early_stopping_after_patience_validations_without_improvement():
+  from neuript_jax.train.finetune import Selection
+  sel = Selection("balanced_accuracy", patience=2)
+  scores = [0.5, 0.6, 0.55, 0.6, 0.7]      # 0.6 again is no improvement
+  best = [sel.update(10 * (i + 1), {"balanced_accuracy": s}) for i, s in enumerate(scores[:4])]
+  assert best == [True, True, False, False]
+  assert sel.s["stopped"] and sel.s["best_step"] == 20 and sel.s["since_best"] == 2
+  never = Selection("nll", patience=0)      # lower is better; patience 0 never stops
+  for i, v in enumerate([1.0, 0.9, 1.1, 1.2, 1.3]):
+    never.update(i + 1, {"nll": v})
+  assert not never.s["stopped"] and never.s["best_step"] == 2
+
+
+def test_class_counts_match_the_labels_read(shards):
+  from neuript_jax.data import pipeline
+  from neuript_jax.train import finetune
+  data = pipeline.default_data_config()
+  data.sources = [(shards, 1.0)]
+  data.split = "train"
+  data.global_batch_size = 4
+  counts = finetune.class_counts(data, 4)            # from the manifest's label counts
+  read = finetune._counted_labels(data, 4)           # by reading every record
+  np.testing.assert_array_equal(counts, read)
+  assert counts.sum() > 0 and (counts > 0).sum() >= 2

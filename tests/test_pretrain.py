@@ -74,13 +74,31 @@ def wait_for_checkpoint(workdir, step, proc, timeout=600):
     time.sleep(0.2)
 
 
+def logged_step(workdir) -> int:
+  """The last step in metrics.jsonl (0 if none yet; a line being written is skipped)."""
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      rows = [json.loads(line) for line in f if line.endswith("\n")]
+  except FileNotFoundError:
+    return 0
+  return max((r["step"] for r in rows if "loss" in r), default=0)
+
+
+def wait_for_step(workdir, step, proc, timeout=600):
+  start = time.time()
+  while logged_step(workdir) < step:
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert time.time() - start < timeout, f"step {step} was never logged"
+    time.sleep(0.05)
+
+
 def test_sigkill_then_resume_gives_identical_losses(shards, uninterrupted, tmp_path):
   _, want = uninterrupted
   wd = str(tmp_path / "run_b")
   proc = subprocess.Popen(command(wd, shards), cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   wait_for_checkpoint(wd, 4, proc)
-  time.sleep(1.0)                      # somewhere after step 4: mid-step or mid-save
+  wait_for_step(wd, 6, proc)           # after checkpoint 4, mid-run: steps 5-6 are lost
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   before = losses(wd)
@@ -126,7 +144,7 @@ def test_nonfinite_step_is_skipped_and_never_changes_params():
   from neuript_jax.train import mesh as mesh_lib
   from neuript_jax.train import pretrain
 
-  config = pretrain_config.get_config()
+  config = pretrain_config.get_config("tiny")
   config.model.T = 32
   config.model.merge_layers = (1, 2, 2)
   config.model.enc_expert = (0, 2, 4)

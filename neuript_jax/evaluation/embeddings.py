@@ -16,6 +16,9 @@ record's position in its source's split (``neuript_jax.data.record.read_split(di
 
 from __future__ import annotations
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +26,7 @@ import numpy as np
 from neuript_jax.data import record as record_lib
 from neuript_jax.model import Stage2Model
 from neuript_jax.model.heads import iilp_features
-from neuript_jax.train import finetune
+from neuript_jax.evaluation import predict as predict_lib
 
 META_FIELDS = ("dataset", "subject", "session", "recording", "window_start",
                "window_start_s")
@@ -52,15 +55,6 @@ def make_feature_fn(cfg, blocks: bool = False):
   return fn
 
 
-def with_blank_head(encoder: dict, cfg) -> dict:
-  """A stage-2 param tree from encoder subtrees ({"enc_value_embedding", "encoder"}, e.g.
-  finetune.load_encoder_params) with a zero head, so that Stage2Model can run."""
-  template = finetune.param_shapes(cfg)
-  head = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
-                                template[finetune.HEAD_KEY])
-  return {**encoder, finetune.HEAD_KEY: head}
-
-
 def record_metadata(directory: str, split: str) -> dict[str, np.ndarray]:
   """{field: [N]} of META_FIELDS and "label" for every record of `split`, in record_id order."""
   rows = {k: [] for k in META_FIELDS + ("label",)}
@@ -86,7 +80,7 @@ def extract_split(fn, params, data_cfg, mesh, batch_size: int) -> dict[str, np.n
     one = data_cfg.copy_and_resolve_references()
     one.sources = [(path, 1.0)]
     outs, ids = [], []
-    for batch, out in finetune.map_split(fn, params, one, mesh, batch_size):
+    for batch, out in predict_lib.map_split(fn, params, one, mesh, batch_size):
       outs.append(out)
       ids.append(np.asarray(batch["index"], np.int64))
     ids = np.concatenate(ids)
@@ -101,3 +95,45 @@ def extract_split(fn, params, data_cfg, mesh, batch_size: int) -> dict[str, np.n
     part["source"] = np.full(len(ids), k, np.int64)
     parts.append(part)
   return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def embed_splits(checkpoint: str, data, splits, config=None, batch_size: int = 64,
+                 window_len="config", blocks: bool = False) -> dict:
+  """{split: the arrays of the output file (module docstring)} for each of `splits` of `data`;
+  the checkpoint is loaded and the feature function compiled once."""
+  from absl import logging
+  from neuript_jax.evaluation.runs import check_data_fits, load_encoder, split_data_config
+  from neuript_jax.model.heads import group_matrix
+  from neuript_jax.train import mesh as mesh_lib
+
+  model_cfg, params, trained, kind = load_encoder(checkpoint, config)
+  mesh = mesh_lib.make_mesh([-1, 1, 1, 1])
+  params = jax.device_put(params, mesh_lib.replicated(mesh))
+  fn = jax.jit(make_feature_fn(model_cfg, blocks))
+  results = {}
+  for split in splits:
+    data_cfg = split_data_config(data, split, batch_size, trained, window_len)
+    summary = check_data_fits(data_cfg, model_cfg)
+    out = extract_split(fn, params, data_cfg, mesh, batch_size)
+    names = summary["sources"][0].get("channel_names") or list(model_cfg.channel_names)
+    out["channel_names"] = np.asarray(names, dtype=str)
+    out["map_blocks"] = np.asarray(map_blocks(model_cfg), np.int64)
+    out["groups"] = (group_matrix(model_cfg.iilp_groups(), model_cfg.data_dim) > 0).astype(
+        np.int64)
+    out["meta"] = np.asarray(json.dumps({
+        "checkpoint": os.path.abspath(checkpoint), "kind": kind, "split": split,
+        "data": [os.path.abspath(p) for p in data],
+        "label_names": predict_lib.label_names(data_cfg), "model": model_cfg.to_dict()},
+        default=str))
+    logging.info("%s %s: %d windows x %d features", checkpoint, split, *out["features"].shape)
+    results[split] = out
+  return results
+
+
+def save(path: str, arrays: dict) -> str:
+  """Write the arrays to `path` (.npz, uncompressed; the folder is created)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+  return path

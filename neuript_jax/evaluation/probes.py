@@ -33,6 +33,8 @@ gamma {scale, auto, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5}, tol {1e-4, 1e-3}, class
 from __future__ import annotations
 
 import copy
+import json
+import os
 import math
 import warnings
 
@@ -193,3 +195,41 @@ def format_table(results: dict[str, dict], num_classes: int) -> str:
                  ", ".join(f"{k}={v}" for k, v in sorted(r[p]["params"].items())))
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
+
+
+def num_classes_of(split_arrays: dict) -> int:
+  """len(label_names) from the embed meta, else the largest label over the splits + 1."""
+  first = next(iter(split_arrays.values()))
+  names = json.loads(str(first["meta"])).get("label_names")
+  if names:
+    return len(names)
+  return int(max(a["labels"].max() for a in split_arrays.values())) + 1
+
+
+def probe_checkpoint(checkpoint: str, data, splits=("train", "val", "test"), config=None,
+                     probes=("linear", "svm"), num_classes: int = 0, batch_size: int = 64,
+                     window_len="config", svm_grid="paper", svm_train_samples: int = 5000,
+                     svm_test_samples: int = 500, seed: int = 520, n_jobs: int = 1) -> dict:
+  """{"checkpoint", "num_classes", "linear"?, "svm"?} for one encoder; splits: (train, val,
+  test) split names."""
+  from absl import logging
+  from neuript_jax.evaluation import embeddings
+  unknown = set(probes) - {"linear", "svm"}
+  if unknown:
+    raise ValueError(f"--probes: unknown {sorted(unknown)}; choose from linear, svm")
+  arrays = embeddings.embed_splits(checkpoint, data, list(dict.fromkeys(splits)), config,
+                              batch_size, window_len)
+  n_cls = num_classes or num_classes_of(arrays)
+  tr, va, te = ((arrays[s]["features"], arrays[s]["labels"]) for s in splits)
+  out = {"checkpoint": os.path.abspath(checkpoint), "num_classes": n_cls,
+         "features": int(tr[0].shape[1])}
+  if "linear" in probes:
+    out["linear"] = linear_probe(tr, va, te, n_cls)
+    logging.info("%s linear probe (C=%g): test balanced accuracy %.4f", checkpoint,
+                 out["linear"]["C"], out["linear"]["test"]["balanced_accuracy"])
+  if "svm" in probes:
+    out["svm"] = svm_probe(tr, te, n_cls, svm_train_samples, svm_test_samples,
+                                      seed, svm_grid, n_jobs=n_jobs)
+    logging.info("%s SVM probe (%s): test balanced accuracy %.4f", checkpoint,
+                 out["svm"]["params"], out["svm"]["test"]["balanced_accuracy"])
+  return out

@@ -12,18 +12,30 @@ from absl import logging
 
 
 class MetricWriter:
-  def __init__(self, workdir: str, total_steps: int, tensorboard: bool = True):
-    os.makedirs(workdir, exist_ok=True)
+  """metrics.jsonl + TensorBoard + one progress line per log interval. `enabled=False` (every
+  process but the first) logs nothing and writes nothing, so a workdir has one writer."""
+
+  def __init__(self, workdir: str, total_steps: int, tensorboard: bool = True,
+               enabled: bool = True):
+    self.enabled = enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.total_steps = total_steps
     self.tb = None
-    if tensorboard:
-      from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      if tensorboard:
+        from tensorboardX import SummaryWriter
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
     self._t0 = time.time()
     self._last = (None, None)
 
+  def start(self, step: int) -> None:
+    """Start the rate clock at `step` (nothing is printed before a step has run)."""
+    self._last = (step, time.time())
+
   def write(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
     row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
@@ -33,8 +45,13 @@ class MetricWriter:
           self.tb.add_scalar(k, v, step)
       self.tb.flush()
 
-  def progress(self, step: int, samples_per_step: int, metrics: dict) -> dict:
-    """Log a progress line; returns {"steps_per_s", "samples_per_s"} since the last call."""
+  # Shown on the progress line when present, in this order, with these names.
+  SHOWN = (("loss", "loss"), ("rec_loss", "rec"), ("cls_loss", "cls"), ("aux_loss", "aux"),
+           ("train_acc", "train_acc"), ("lr", "lr"), ("grad_norm", "|g|"))
+
+  def progress(self, step: int, samples_per_step: int, metrics: dict, note: str = "") -> dict:
+    """Log one progress line for `step` (already run); returns {"steps_per_s",
+    "samples_per_s"} since the previous call (or `start`)."""
     now = time.time()
     last_step, last_t = self._last
     self._last = (step, now)
@@ -43,13 +60,13 @@ class MetricWriter:
     else:
       sps = (step - last_step) / (now - last_t)
       rates = {"steps_per_s": sps, "samples_per_s": sps * samples_per_step}
-    eta = (self.total_steps - step) / rates["steps_per_s"] if rates["steps_per_s"] else 0.0
-    logging.info("step %d/%d  loss %.4f  rec %.4f  aux %.4f  lr %.2e  |g| %.3f  "
-                 "%.2f steps/s  %.1f samples/s  ETA %s", step, self.total_steps,
-                 metrics.get("loss", np.nan), metrics.get("rec_loss", np.nan),
-                 metrics.get("aux_loss", np.nan), metrics.get("lr", np.nan),
-                 metrics.get("grad_norm", np.nan), rates["steps_per_s"],
-                 rates["samples_per_s"], time.strftime("%H:%M:%S", time.gmtime(eta)))
+    if self.enabled:
+      eta = (self.total_steps - step) / rates["steps_per_s"] if rates["steps_per_s"] else 0.0
+      shown = "  ".join(f"{name} {metrics[k]:.3g}" if k == "lr" else f"{name} {metrics[k]:.4f}"
+                        for k, name in self.SHOWN if k in metrics)
+      logging.info("step %d/%d  %s%s  %.2f steps/s  %.1f samples/s  ETA %s", step,
+                   self.total_steps, shown, note, rates["steps_per_s"], rates["samples_per_s"],
+                   time.strftime("%H:%M:%S", time.gmtime(eta)))
     return rates
 
   def close(self):

@@ -11,8 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
-TUH_ELECTRODES = ("FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8",
-                  "T3", "T4", "T5", "T6", "FZ", "CZ", "PZ", "A1", "A2")
+from tests.data_prep import miniature
+
+# The 21 common TUH electrodes (miniature's list without T1/T2), as one list for all tests.
+TUH_ELECTRODES = tuple(e for e in miniature.TUH_ELECTRODES if e not in ("T1", "T2"))
 TUH_NAMES = tuple(f"EEG {e}-REF" for e in TUH_ELECTRODES) + ("EEG EKG1-REF", "PHOTIC-REF")
 
 
@@ -45,13 +47,12 @@ def make_raw(names: Sequence[str] = TUH_NAMES, duration_s: float = 30.0, sfreq: 
 
 
 def write_edf(path: str | Path, **kwargs) -> Path:
-  """Write ``make_raw(**kwargs)`` as EDF; returns the path."""
-  import mne
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  mne.export.export_raw(str(path), make_raw(**kwargs), fmt="edf", overwrite=True,
-                        verbose="error")
-  return path
+  """Write ``make_raw(**kwargs)`` as EDF with miniature.write_edf (the tests' one EDF
+  writer); returns the path."""
+  raw = make_raw(**kwargs)
+  ann = [(a["onset"], a["duration"], a["description"]) for a in raw.annotations]
+  return miniature.write_edf(Path(path), raw.ch_names, raw.get_data() * 1e6, raw.info["sfreq"],
+                             annotations=ann)
 
 
 def write_fif(path: str | Path, **kwargs) -> Path:

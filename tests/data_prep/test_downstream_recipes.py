@@ -1,4 +1,4 @@
-"""Every downstream recipe end-to-end on its miniature layout (data_prep.miniature).
+"""Every downstream recipe end-to-end on its miniature layout (tests/data_prep/miniature.py).
 
 Each test converts a miniature copy with the library entry ``data_prep.convert.convert`` and
 checks the exact window, label and split counts of the fixture, the subject → split
@@ -20,7 +20,7 @@ import pytest
 from absl import logging
 
 from data_prep import convert
-from data_prep import miniature
+from tests.data_prep import miniature
 from data_prep.recipes import base
 from data_prep.recipes import get_recipe
 from data_prep.recipes import sleepedfx

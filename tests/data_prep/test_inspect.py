@@ -12,7 +12,7 @@ from absl import logging
 
 from data_prep import convert
 from data_prep import inspect as inspect_lib
-from data_prep import miniature
+from tests.data_prep import miniature
 from data_prep.recipes import get_recipe
 
 REPO = Path(__file__).resolve().parents[2]
