@@ -19,7 +19,7 @@ import pytest
 
 from neuript_jax import geometry
 from neuript_jax.sweep import datasets as datasets_lib
-from neuript_jax.sweep import overrides, plan, records, summary
+from neuript_jax.sweep import overrides, plan, records, runner, summary
 from neuript_jax.sweep.overrides import SweepError
 from tests.conftest import REPO
 from tests.test_finetune import MODEL, RUN, env, shards  # noqa: F401  (shards: fixture)
@@ -179,6 +179,12 @@ def test_grid_file_json_and_py(configs, tmp_path):
     (lambda: plan.parse_shard("a/b"), "--shard='a/b'"),
     (lambda: datasets_lib.parse_data_flag("tuev=/a,tuev=/b"), "--data names dataset 'tuev' "
      "twice"),
+    (lambda: runner.Sweeper("/nonexistent", parallel=0), "--parallel=0: must be >= 1"),
+    (lambda: runner.Sweeper("/nonexistent", devices_per_run=-1), "--devices_per_run=-1: must "
+     "be >= 0"),
+    (lambda: runner.Sweeper("/nonexistent", parallel=2, devices_per_run=2,
+                            env={"CUDA_VISIBLE_DEVICES": "0,1,2"}),
+     "--parallel=2 slots x 2 = 4 devices, but there are 3 (CUDA_VISIBLE_DEVICES='0,1,2')"),
 ])
 def test_bad_flag_values_stop_with_the_flag_and_value(call, needle):
   with pytest.raises(SweepError) as e:
@@ -205,6 +211,9 @@ def test_dataset_without_a_folder_or_manifest_or_labels(tmp_path):
     (dict(), ["tuev:data.window_len=400"], "data.window_len=400 is longer than the 320-sample"),
     (dict(channels=geometry.SEEDV17), [], "model.data=TUEV gives channels"),
     (dict(), ["tuev:model.channels=('C3', 'Cz')"], "model.channels gives channels"),
+    (dict(), ["total_steps=6", "optim.pct_start=0.1"], "config.total_steps=6: is shorter than "
+     "the warm-up"),
+    (dict(), ["tuev:mesh.fsdp=0"], "config.mesh.fsdp=0: must be a positive integer"),
 ])
 def test_config_that_does_not_fit_the_manifest_stops(tmp_path, configs_dir, manifest, sets,
                                                      needle):
@@ -524,7 +533,8 @@ def test_run_locked_by_another_process_is_not_started(tmp_path):
 
 def test_tiny_sweep_through_finetune(shards, tmp_path):  # noqa: F811
   wd = tmp_path / "sw"
-  sets = [f"--set={a[len('--config.'):]}" for a in MODEL + RUN]
+  # 6 steps: a warm-up of 0.5 x 6 steps (at least one step, as train.validate requires).
+  sets = [f"--set={a[len('--config.'):]}" for a in MODEL + RUN] + ["--set=optim.pct_start=0.5"]
   res = subprocess.run(sweep_cmd(wd, "--datasets=synth", f"--data=synth={shards}",
                                  "--seeds=0,1", "--grid=optim.lr=1e-3", "--set=init_from=",
                                  "--parallel=2", *sets),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -64,13 +65,18 @@ class Dataset:
     return os.path.join(self.path, MANIFEST)
 
   def check(self, config, run_id: str) -> None:
-    """SweepError unless a run's resolved `config` fits this dataset's shards."""
+    """SweepError unless a run's resolved `config` passes the fine-tuning checks
+    (``train.validate.check_finetune`` on the smallest mesh the config allows) and fits this
+    dataset's shards (classes, window length, channels)."""
     from neuript_jax.configs.common import to_model_config
+    from neuript_jax.train import validate
     where = f"--datasets={self.name}: run {run_id} ({self.config_spec} + overrides)"
+    axes = [v for v in config.mesh.values() if isinstance(v, int) and v > 0]
     try:
+      validate.check_finetune(config, n_devices=math.prod(axes), n_processes=1)
       model = to_model_config(config.model)
     except (ValueError, KeyError, TypeError) as e:
-      raise SweepError(f"{where}: bad model config: {e}") from None
+      raise SweepError(f"{where}: {e}") from None
     hint = f" (fix the config file or --set={self.name}:<path>=...)"
     if model.num_classes != self.num_classes:
       raise SweepError(f"{where}: model.num_classes={model.num_classes} but {self.manifest} "
@@ -85,17 +91,14 @@ class Dataset:
                        f"({'data.window_len' if window_len else self.manifest}){hint}")
     if self.channels is None:
       return
-    if model.channels is None:
-      if model.data not in geometry.DATASET_CHANNELS:
-        raise SweepError(f"{where}: model.data={model.data!r} is not a reference dataset key "
-                         f"({', '.join(geometry.DATASET_CHANNELS)}){hint}")
-      accepted = {geometry.dataset_channels(model.data, fix_typo=f)[0] for f in (False, True)}
-      named = f"model.data={model.data}"
-    else:
-      accepted, named = {tuple(model.channels)}, "model.channels"
-    if self.channels not in accepted:
-      raise SweepError(f"{where}: {named} gives channels {list(model.channel_names)} but "
-                       f"{self.manifest} has {list(self.channels)}{hint}")
+    try:
+      names = model.channel_names
+    except KeyError as e:
+      raise SweepError(f"{where}: {e}{hint}") from None
+    if geometry.fix_fp2_f3_typo(names) != geometry.fix_fp2_f3_typo(self.channels):
+      named = f"model.data={model.data}" if model.channels is None else "model.channels"
+      raise SweepError(f"{where}: {named} gives channels {list(names)} but {self.manifest} "
+                       f"has {list(self.channels)}{hint}")
 
 
 def parse_data_flag(text: str) -> dict:
@@ -111,11 +114,11 @@ def parse_data_flag(text: str) -> dict:
 def geometry_overrides(channels: Sequence[str], montage: str) -> dict:
   """model.data (the first reference key with this channel list) or model.channels +
   model.montage."""
-  names = tuple(channels)
-  for key in geometry.DATASET_CHANNELS:
-    if any(geometry.dataset_channels(key, fix_typo=f)[0] == names for f in (False, True)):
+  fixed = geometry.fix_fp2_f3_typo(channels)
+  for key, (names, _) in geometry.DATASET_CHANNELS.items():
+    if geometry.fix_fp2_f3_typo(names) == fixed:
       return {"model.data": key}
-  return {"model.channels": value_text(names), "model.montage": montage or "standard_1020"}
+  return {"model.channels": value_text(tuple(channels)), "model.montage": montage or "standard_1020"}
 
 
 def load_dataset(name: str, path: str, configs_dir: str = DEFAULT_CONFIGS_DIR,

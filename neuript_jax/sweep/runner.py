@@ -65,30 +65,28 @@ class Sweeper:
   def __init__(self, sweep_dir: str, program: str = DEFAULT_PROGRAM, parallel: int = 1,
                retry_failed: bool = True, devices_per_run: int = 0, env: dict | None = None,
                log: Callable[[str], None] = print):
-    if parallel < 1:
-      raise SweepError(f"--parallel={parallel}: must be >= 1")
-    if devices_per_run < 0:
-      raise SweepError(f"--devices_per_run={devices_per_run}: must be >= 0")
+    from neuript_jax.train import validate
+    self.env = dict(os.environ if env is None else env)
+    # Slot k of `parallel` sees accelerators k*K .. k*K+K-1 (of CUDA_VISIBLE_DEVICES if set).
+    listed = self.env.get("CUDA_VISIBLE_DEVICES", "")
+    self.devices = listed.split(",") if listed else [
+        str(i) for i in range(max(parallel, 0) * max(devices_per_run, 0))]
+    try:
+      validate.check_sweep_args(parallel=parallel, devices_per_run=devices_per_run,
+                                n_devices=len(self.devices))
+    except validate.ConfigError as e:
+      raise SweepError(f"{e} (CUDA_VISIBLE_DEVICES={listed!r})" if listed else str(e)) from None
+    self.devices_per_run = devices_per_run
     self.sweep_dir = os.path.abspath(sweep_dir)
     self.program = program
     self.parallel = parallel
     self.retry_failed = retry_failed
-    self.env = dict(os.environ if env is None else env)
     # Runs of one setting compile the same programs: share them through JAX's disk cache.
     self.env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(self.sweep_dir, "jax_cache"))
     if parallel > 1:   # several processes on one accelerator must not each take 75% of it
       self.env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     self.log = log
     self.stopping = False
-    # Slot k of `parallel` sees accelerators k*K .. k*K+K-1 (of CUDA_VISIBLE_DEVICES if set).
-    self.devices_per_run = devices_per_run
-    listed = self.env.get("CUDA_VISIBLE_DEVICES", "")
-    self.devices = listed.split(",") if listed else [str(i) for i in
-                                                     range(parallel * devices_per_run)]
-    if devices_per_run and len(self.devices) < parallel * devices_per_run:
-      raise SweepError(f"--parallel={parallel} x --devices_per_run={devices_per_run} needs "
-                       f"{parallel * devices_per_run} devices; CUDA_VISIBLE_DEVICES lists "
-                       f"{len(self.devices)}")
     self.free_slots = list(range(parallel))
 
   def _start(self, run: Run, slot: int) -> _Active | None:
