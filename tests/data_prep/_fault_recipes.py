@@ -1,22 +1,40 @@
-"""Recipes for fault tests: the generic recipe with a slow or a crashing reader hook.
+"""Recipes for fault tests: the generic recipe with a holding or a crashing reader hook.
 
 Their configuration is the generic recipe's, so they share its hash: an output made by one
-can be resumed by the plain CLI. Run as a script, converts with the slow recipe:
-``python -m tests.data_prep._fault_recipes INPUT OUTPUT WORKERS``.
+can be resumed by the plain CLI. Run as a script, converts with the holding recipe:
+``python -m tests.data_prep._fault_recipes INPUT OUTPUT WORKERS HOLD_FROM``.
 """
 
 import os
+import signal
 import sys
-import time
 
 from data_prep.recipes import generic
 
+_interrupted = False   # per worker process: set by its first SIGINT
 
-class SlowGeneric(generic.Generic):
-  """Sleeps 0.3 s before reading each file (so a test can interrupt a run midway)."""
+
+def _on_sigint(signum, frame):
+  global _interrupted
+  _interrupted = True
+  raise KeyboardInterrupt
+
+
+class HoldingGeneric(generic.Generic):
+  """Converts files named before `hold_from` (name order) and holds on the others until the
+  worker gets a signal, so a test can interrupt a run midway without timing it. A worker that
+  got SIGINT (wherever it was) holds no more files, so it can wind down."""
+
+  hold_from = "\uffff"
+
+  def __setstate__(self, state):
+    # Unpickled in each worker process (its main thread) before any file: mark SIGINTs.
+    self.__dict__.update(state)
+    signal.signal(signal.SIGINT, _on_sigint)
 
   def open(self, path, info):
-    time.sleep(0.3)
+    while path.name >= self.hold_from and not _interrupted:
+      signal.pause()
     return None
 
 
@@ -29,8 +47,10 @@ class CrashingGeneric(generic.Generic):
     return None
 
 
-def slow(**overrides):
-  return SlowGeneric(generic.build(**overrides).config)
+def holding(hold_from: str, **overrides):
+  recipe = HoldingGeneric(generic.build(**overrides).config)
+  recipe.hold_from = hold_from
+  return recipe
 
 
 def crashing(**overrides):
@@ -39,5 +59,5 @@ def crashing(**overrides):
 
 if __name__ == "__main__":
   from data_prep import convert
-  convert.convert(sys.argv[1], slow(channels=["Fp1", "Cz", "O1"]), sys.argv[2],
+  convert.convert(sys.argv[1], holding(sys.argv[4], channels=["Fp1", "Cz", "O1"]), sys.argv[2],
                   workers=int(sys.argv[3]))
