@@ -1,4 +1,5 @@
-"""Host allocator setting for the launchers: glibc malloc on transparent huge pages.
+"""Host memory for the launchers: glibc malloc on transparent huge pages, and how much memory
+there is (MemAvailable, RSS) and how large a batch fits it (launch.bench picks its batches so).
 
 Why: on CPU, XLA allocates each step's temporaries as one block (10.4 GB for the stage-1
 train step at the `small` preset, batch 4) and frees it after the step. glibc serves a block
@@ -70,3 +71,54 @@ def reexec_with_hugepages() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, [sys.executable] + argv[1:], env)
+
+
+# -- how much host memory there is, and how large a batch fits it ---------------------------------
+
+MEMINFO_PATH = "/proc/meminfo"
+
+
+def mem_available_bytes(path: str = MEMINFO_PATH) -> int | None:
+  """The kernel's MemAvailable (bytes): memory a new process can use without swapping; None
+  where /proc/meminfo (or its MemAvailable line) is missing."""
+  try:
+    with open(path) as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024     # the file's unit is kB
+  except (OSError, ValueError, IndexError):
+    return None
+  return None
+
+
+def rss_bytes() -> int | None:
+  """This process's resident set size now (bytes), from /proc/self/statm; None off Linux."""
+  try:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+def largest_fitting_batch(base_bytes: float, per_sample_bytes: float, available_bytes: float,
+                          cap: int, headroom: float = 0.85) -> int:
+  """The largest batch b <= cap with base + b * per_sample <= headroom * available (0 if
+  not even b = 1 fits). base: what the process holds whatever the batch; per_sample: what
+  each sample adds at the peak (both bytes)."""
+  if cap < 1:
+    raise ValueError(f"batch cap must be >= 1, got {cap}")
+  if per_sample_bytes <= 0:
+    return cap
+  room = headroom * available_bytes - base_bytes
+  return max(0, min(cap, int(room // per_sample_bytes)))
+
+
+def make_oom_victim() -> None:
+  """Mark this process first in line for the kernel's OOM killer (oom_score_adj 1000), so
+  that a benchmark child that runs out of memory is the one killed, not a neighbour. For
+  subprocess's preexec_fn; does nothing where /proc/self/oom_score_adj cannot be written."""
+  try:
+    with open("/proc/self/oom_score_adj", "w") as f:
+      f.write("1000")
+  except OSError:
+    pass

@@ -10,16 +10,21 @@ Parts (each timed as one call that blocks until its result is ready):
   forward2  stage-2 eval forward (logits)
   forward1  stage-1 eval forward (prediction) with fixed AAMP block masks
 
+The model, batch and seed come from one experiment config (`bench_configs`). On CPU a part
+whose XLA temporaries would not fit in the host memory available is compiled but not run
+(`<side>_<part>_error` says so); `neuript_jax/bench/children.py` runs each side in a process of
+its own and sizes the batch to the host.
+
 Method: every part is compiled first (compile time reported separately: lower + compile),
-then `warmup` untimed calls, then `steps` repetitions; within a repetition the parts run in a
-fixed order and, when a reference side is given, each of ours is followed by the reference's
-same part, so slow drifts of a shared machine hit both sides alike. Reported times are
+then part by part (as a training loop runs its step): `warmup` untimed calls, then `steps`
+repetitions; with both sides in one process, each of our calls is followed by the reference's
+same call, so slow drifts of a shared machine hit both sides alike. Reported times are
 medians over the repetitions.
 
 The input is one batch: x = A-law(N(0, 30 µV)) [B, T, D] from numpy (seed 0), labels
-uniform over the classes, and the AAMP block masks of the stage-1 step's first key (the masks
-our step draws at step 0; the reference's stage-1 step gets exactly these masks every
-repetition).
+uniform over the classes, and the AAMP block masks that our stage-1 train step draws at step
+0 (its mask key from `train.step.step_keys` of the pretraining state's rng); the
+reference's stage-1 step gets exactly these masks every repetition.
 
 MFU = analytic train FLOPs per second (`neuript_jax.model.counting.train_flops`: matmuls,
 3x forward) / peak. Peak: `PEAK_TFLOPS` for the device kind and compute dtype on
@@ -28,7 +33,6 @@ accelerators; on CPU a measured fp32 matmul rate (`measure_cpu_matmul_peak`).
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import resource
@@ -114,32 +118,31 @@ def peak_memory(device) -> tuple[int | None, str]:
 
 # -- configs and the batch -----------------------------------------------------------------------
 
-def parse_override(text: str):
-  """'field=value' -> (field, python value); the value is a Python literal or a bare string."""
-  import ast
-  if "=" not in text:
-    raise ValueError(f"--model_override {text!r}: expected field=value")
-  key, value = text.split("=", 1)
-  try:
-    return key.strip(), ast.literal_eval(value)
-  except (ValueError, SyntaxError):
-    return key.strip(), value
+def bench_configs(config):
+  """(pretraining config, fine-tuning config) that the parts of one experiment config run.
 
-
-def preset_model(preset: str, overrides=()):
-  """The `model` ConfigDict of neuript_jax/configs/<preset>.py with field=value overrides."""
-  try:
-    cfg = importlib.import_module(f"neuript_jax.configs.{preset}").get_config()
-  except ModuleNotFoundError:
-    raise ValueError(f"--preset {preset!r}: no neuript_jax/configs/{preset}.py") from None
-  model = cfg.model
-  for text in overrides:
-    key, value = parse_override(text)
-    if key not in model:
-      raise ValueError(f"--model_override {text!r}: the model has no field {key!r} "
-                       f"(fields: {', '.join(sorted(model.keys()))})")
-    setattr(model, key, tuple(value) if isinstance(value, list) else value)
-  return model, int(cfg.batch_size)
+  `config` is a whole experiment (`neuript_jax/configs/pretrain.py:<preset>` or
+  `finetune.py:<preset>`): its model, global batch size and seed go to both stages; the
+  stage whose experiment it is keeps the rest of it (masking, optimizer, ...), the other stage
+  takes its file's defaults. Stage 2's loss is cross-entropy, as the reference's.
+  """
+  from neuript_jax.configs import finetune as finetune_config
+  from neuript_jax.configs import pretrain as pretrain_config
+  for field in ("model", "data", "seed"):
+    if field not in config:
+      raise ValueError(f"--config: the experiment config has no {field!r} field (give a whole "
+                       "experiment, e.g. --config=neuript_jax/configs/pretrain.py:small)")
+  pre = (config if "masking" in config else pretrain_config.get_config()).copy_and_resolve_references()
+  ft = (config if "loss" in config else finetune_config.get_config()).copy_and_resolve_references()
+  batch = int(config.data.global_batch_size)
+  if batch < 1:
+    raise ValueError(f"--config.data.global_batch_size={batch}: must be >= 1")
+  for c in (pre, ft):
+    c.model = config.model.copy_and_resolve_references()
+    c.data.global_batch_size = batch
+    c.seed = int(config.seed)
+  ft.loss = "cross_entropy"
+  return pre, ft
 
 
 def make_batch(model_cfg, batch: int, seed: int = 0) -> dict:
@@ -153,60 +156,87 @@ def make_batch(model_cfg, batch: int, seed: int = 0) -> dict:
 
 # -- our side ------------------------------------------------------------------------------------
 
-def stage1_masks(model_cfg, pre, x) -> list:
-  """The AAMP block masks (numpy [B, D, L_l] bool) our stage-1 step draws at step 0 for batch
-  x (same key derivation as train/step.py); pre: the pretraining config."""
+def stage1_masks(model_cfg, masking_cfg, rng_data, x, step: int = 0) -> list:
+  """The AAMP block masks (numpy [B, D, L_l] bool) that our stage-1 train step draws at `step`
+  for batch x: its mask key from `train.step.step_keys(state["rng"], step)`, then
+  `masking.make_masks`, as the step does. rng_data: the train state's "rng" (key data)."""
   from neuript_jax import masking
-  rng_data = jax.random.key_data(jax.random.key(pre.seed + 1))
-  k_mask = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(rng_data), 0), 3)[0]
+  from neuript_jax.train.step import step_keys
+  k_mask = step_keys(rng_data, step)[0]
   _, blocks, _ = jax.jit(lambda k, x: masking.make_masks(
-      k, x, pre.masking, model_cfg.block_lengths(), model_cfg.merge_layers))(
+      k, x, masking_cfg, model_cfg.block_lengths(), model_cfg.merge_layers))(
           k_mask, jnp.asarray(x))
   return [np.asarray(m) for m in blocks]
+
+
+def train_rng(seed: int):
+  """The pretraining state's initial "rng" (key data) for config seed `seed`: the "train"
+  stream of `train.loop.rng_key`, as `pretrain.setup` seeds it."""
+  from neuript_jax.train import loop
+  return jax.random.key_data(loop.rng_key(seed, "train"))
+
+
+def stage1_state(pre, model_cfg, mesh=None):
+  """(initial state, jitted train step) of pretraining config `pre` on a one-device mesh."""
+  from neuript_jax.train import mesh as mesh_lib, pretrain
+  mesh = mesh or mesh_lib.make_mesh([1, 1, 1, 1], devices=jax.devices()[:1])
+  state, step, _, _ = pretrain.setup(pre, model_cfg, mesh)
+  return state, step
+
+
+class DoesNotFit(RuntimeError):
+  """A compiled part's temporaries would not fit in the host memory available now."""
+
+
+def check_fits_host(part: str, temp_bytes: int, headroom: float = 0.85) -> None:
+  """Raise DoesNotFit when XLA's temporaries of a CPU part exceed `headroom` of MemAvailable
+  (the process's own memory already counts as used; None: unknown, no check)."""
+  from neuript_jax import host_memory
+  available = host_memory.mem_available_bytes()
+  if available is not None and temp_bytes > headroom * available:
+    raise DoesNotFit(f"{part}: XLA's temporaries {temp_bytes / 2 ** 30:.1f} GiB > "
+                     f"{headroom:.0%} of the {available / 2 ** 30:.1f} GiB host memory "
+                     "available; lower --config.data.global_batch_size")
 
 
 class JaxParts:
   """Compiled, ready-to-time callables of our model for the requested parts.
 
-  `calls[part]()` runs one call and blocks; `compile_s[part]`; `block_masks` (numpy list of
-  [B, D, L_l] bool) are the stage-1 masks every side uses.
+  `calls[part]()` runs one call and blocks; `compile_s[part]`; `temp_bytes[part]`;
+  `skipped[part]` (why a compiled part is not run: it would not fit in host memory);
+  `block_masks` (numpy list of [B, D, L_l] bool, None without stage-1 parts) are the stage-1
+  masks every side uses.
   """
 
-  def __init__(self, model_block, batch_np: dict, parts=PARTS, total_steps: int = 10_000):
-    from neuript_jax.configs import finetune as finetune_config
-    from neuript_jax.configs import pretrain as pretrain_config
+  def __init__(self, config, batch_np: dict, parts=PARTS, total_steps: int = 10_000):
     from neuript_jax.configs.common import to_model_config
-    from neuript_jax.model import Stage1Model, Stage2Model
-    from neuript_jax.train import finetune, mesh as mesh_lib, pretrain
+    from neuript_jax.model import Stage1Model
+    from neuript_jax.train import finetune, mesh as mesh_lib
 
-    self.model_cfg = cfg = to_model_config(model_block)
+    pre, ft = bench_configs(config)
+    self.model_cfg = cfg = to_model_config(config.model)
     self.calls: dict[str, Callable[[], object]] = {}
     self.compile_s: dict[str, float] = {}
     self.temp_bytes: dict[str, int] = {}     # XLA's temporaries of each compiled part
+    self.skipped: dict[str, str] = {}
+    self._cpu = jax.devices()[0].platform == "cpu"
     mesh = mesh_lib.make_mesh([1, 1, 1, 1], devices=jax.devices()[:1])
-    batch = int(batch_np["x"].shape[0])
     gb = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh, v.ndim))
           for k, v in batch_np.items()}
 
-    pre = pretrain_config.get_config()
-    pre.model = model_block
-    pre.data.global_batch_size = batch
-    pre.total_steps = total_steps
-    self.block_masks = stage1_masks(cfg, pre, gb["x"])
-    blocks = [jnp.asarray(m) for m in self.block_masks]
-
+    self.block_masks = None
     if "train1" in parts or "forward1" in parts:
-      state1, step1, _, _ = pretrain.setup(pre, cfg, mesh)
-      if "train1" in parts:
-        self._add_step("train1", step1, state1, {"x": gb["x"]})
+      pre.total_steps = total_steps
+      state1, step1 = stage1_state(pre, cfg, mesh)
+      self.block_masks = stage1_masks(cfg, pre.masking, state1["rng"], gb["x"])
+      blocks = [jnp.asarray(m) for m in self.block_masks]
       if "forward1" in parts:
         model1 = Stage1Model(cfg)
         fwd1 = jax.jit(lambda p, x, m: model1.apply({"params": p}, x, m, m, True)[0])
         self._add_call("forward1", fwd1, state1["params"], gb["x"], list(blocks))
+      if "train1" in parts:
+        self._add_step("train1", step1, state1, {"x": gb["x"]})
     if "train2" in parts or "forward2" in parts:
-      ft = finetune_config.get_config()
-      ft.model = model_block
-      ft.loss = "cross_entropy"
       state2, step2, predict = finetune.setup(
           ft, cfg, mesh, mesh_lib.DEFAULT_RULES, total_steps, 0,
           np.ones(max(cfg.num_classes, 2), np.int64))
@@ -222,10 +252,18 @@ class JaxParts:
     mem = compiled.memory_analysis()
     if mem is not None:
       self.temp_bytes[part] = int(mem.temp_size_in_bytes)
+      if self._cpu:
+        try:
+          check_fits_host(part, self.temp_bytes[part])
+        except DoesNotFit as e:
+          self.skipped[part] = str(e)
+          return None
     return compiled
 
   def _add_step(self, part, step, state, batch):
     compiled = self._compile(part, step, state, batch)
+    if compiled is None:
+      return
     holder = {"state": state}
 
     def call():
@@ -238,7 +276,8 @@ class JaxParts:
     # A copy: the train steps donate (delete) the state's own params.
     args = (jax.tree_util.tree_map(jnp.copy, params),) + args
     compiled = self._compile(part, fn, *args)
-    self.calls[part] = lambda: jax.block_until_ready(compiled(*args))
+    if compiled is not None:
+      self.calls[part] = lambda: jax.block_until_ready(compiled(*args))
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -306,9 +345,9 @@ def summarize(times: dict, model_cfg, batch: int, parts, peak_flops: float | Non
   out = {}
   for part in parts:
     keys = part_keys(part)
-    if part in times.get("torch", {}):
+    if times.get("torch", {}).get(part):
       out[keys["torch"]] = statistics.median(times["torch"][part])
-    if part not in times.get("jax", {}):
+    if not times.get("jax", {}).get(part):
       continue
     stage = int(part[-1])
     jax_s = statistics.median(times["jax"][part])
@@ -325,35 +364,42 @@ def summarize(times: dict, model_cfg, batch: int, parts, peak_flops: float | Non
   return out
 
 
-def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
-        torch_factory=None, preset: str = "", trim: bool = False,
-        ours: bool = True) -> dict:
+def run(config, steps: int, warmup: int = 1, parts=PARTS, torch_factory=None,
+        preset: str = "", trim: bool = False, ours: bool = True) -> dict:
   """Build, compile, time; returns the result dict (see launch/bench.py for the keys).
 
-  torch_factory(model_cfg, batch_np, block_masks, parts) -> ({part: call}, info dict), or None
-  for our side only. trim: `release_free_host_memory()` after every call (untimed), for
-  sizes where both sides do not fit in host memory together; it costs the reference ~10%
-  (it faults its memory in again every step instead of reusing malloc's free lists).
-  ours=False: the reference's side only (launch.bench --side=torch), for runs where each side
-  has a process of its own.
+  config: a whole experiment config (`bench_configs`); the batch is its
+  data.global_batch_size. torch_factory(model_cfg, batch_np, block_masks, parts) ->
+  ({part: call}, info dict), or None for our side only. trim: `release_free_host_memory()`
+  after every call (untimed), for sizes where both sides do not fit in host memory together;
+  it costs the reference ~10% (it faults its memory in again every step instead of reusing
+  malloc's free lists). ours=False: the reference's side only (launch.bench --side=torch).
   """
+  from neuript_jax import host_memory
+  from neuript_jax.configs.common import to_model_config
   device = jax.devices()[0]
   load_before = os.getloadavg()
-  from neuript_jax.configs.common import to_model_config
+  model_block = config.model
   peak_flops, peak_source = device_peak_flops(device, model_block.dtype)
   model_cfg = to_model_config(model_block)
+  batch = int(config.data.global_batch_size)
   batch_np = make_batch(model_cfg, batch)
-  sides, info, compile_s, temp_bytes = {}, {}, {}, {}
+  rss_before = host_memory.rss_bytes()    # before building the timed sides (see below)
+  sides, info, compile_s, temp_bytes, errors = {}, {}, {}, {}, {}
+  jax_parts = None
   if ours:
-    jax_parts = JaxParts(model_block, batch_np, parts)
+    jax_parts = JaxParts(config, batch_np, parts)
     sides["jax"] = jax_parts.calls
     compile_s, temp_bytes = jax_parts.compile_s, jax_parts.temp_bytes
+    errors.update({f"jax_{p}_error": f"skipped: {why}" for p, why in jax_parts.skipped.items()})
   if torch_factory is not None:
-    from neuript_jax.configs import pretrain as pretrain_config
-    masks = (jax_parts.block_masks if ours else
-             stage1_masks(model_cfg, pretrain_config.get_config(), batch_np["x"]))
+    masks = jax_parts.block_masks if jax_parts is not None else None
+    if masks is None and any(p.endswith("1") for p in parts):
+      masks = stage1_masks(model_cfg, bench_configs(config)[0].masking,
+                           train_rng(config.seed), batch_np["x"])
+    if not ours:      # the reference alone: its own memory starts after our masks
+      rss_before = host_memory.rss_bytes()
     sides["torch"], info = torch_factory(model_cfg, batch_np, masks, parts)
-  errors = {}
   trim = trim and release_free_host_memory()
   times = time_alternating(sides, parts, steps, warmup, errors,
                            release_free_host_memory if trim else None)
@@ -361,7 +407,8 @@ def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
   result = {"preset": preset, "batch": batch, "steps": steps, "parts": list(parts),
             "dtype": model_block.dtype, "attention": model_block.attention,
             "remat": model_block.remat, "malloc_trim_between_calls": trim,
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
   result.update(summarize(times, model_cfg, batch, parts, peak_flops))
   result.update({
       "sides": sorted(sides),
@@ -369,6 +416,7 @@ def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
       "jax_temp_bytes": temp_bytes, **errors,
       "peak_flops": peak_flops, "peak_source": peak_source,
       "peak_memory_bytes": mem, "peak_memory_kind": mem_kind,
+      "rss_before_sides_bytes": rss_before,
       "platform": device.platform, "device_kind": device.device_kind,
       "cpu_count": os.cpu_count(), "load_before": [round(v, 2) for v in load_before],
       "load_after": [round(v, 2) for v in os.getloadavg()],
@@ -380,11 +428,15 @@ def run(model_block, batch: int, steps: int, warmup: int = 1, parts=PARTS,
 
 
 def format_table(result: dict) -> str:
-  """The human-readable table of a run() result."""
-  lines = [f"preset {result['preset']}, batch {result['batch']}, {result['steps']} timed "
-           f"repetitions, dtype {result['dtype']}, attention {result['attention']}, remat "
-           f"{result['remat']}; {result['device_kind']} ({result['platform']}), "
-           f"{result['cpu_count']} CPUs, load {result['load_before']} -> {result['load_after']}",
+  """The human-readable table of a run() result (or of launch.bench's combined children)."""
+  batch = f"batch {result['batch']}"
+  if result.get("stage1_batch") not in (None, result["batch"]):
+    batch = f"batch {result['batch']} (stage 1: {result['stage1_batch']})"
+  rounds = f", {result['rounds']} rounds" if result.get("rounds", 1) > 1 else ""
+  lines = [f"{result['preset']}, {batch}, {result['steps']} timed repetitions{rounds}, dtype "
+           f"{result['dtype']}, attention {result['attention']}, remat {result['remat']}; "
+           f"{result['device_kind']} ({result['platform']}), {result['cpu_count']} CPUs, load "
+           f"{result['load_before']} -> {result['load_after']}",
            f"{'part':<10} {'ours s':>9} {'ref s':>9} {'ratio':>7} {'samples/s':>10} "
            f"{'GFLOP/s':>9} {'MFU':>7} {'compile s':>10}"]
   for part in result["parts"]:
@@ -407,8 +459,9 @@ def format_table(result: dict) -> str:
                  f"{result[f'{name}gflops_per_s']:>9.1f} "
                  f"{'-' if mfu is None else f'{100 * mfu:.1f}%':>7} "
                  f"{result['compile_s'].get(part, float('nan')):>10.1f}")
-  peak = result["peak_flops"]
+  peak, mem = result["peak_flops"], result["peak_memory_bytes"]
   lines.append(f"peak {'-' if peak is None else f'{peak / 1e9:.1f} GFLOP/s'} "
                f"({result['peak_source']}); peak memory "
-               f"{result['peak_memory_bytes'] / 2 ** 30:.2f} GiB ({result['peak_memory_kind']})")
+               f"{'-' if mem is None else f'{mem / 2 ** 30:.2f} GiB'} "
+               f"({result['peak_memory_kind']})")
   return "\n".join(lines)

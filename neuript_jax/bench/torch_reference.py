@@ -175,7 +175,8 @@ def bench_parts(torch_ref: str, model_cfg, batch_np: dict, block_masks, parts,
   batch = int(batch_np["x"].shape[0])
   x = torch.from_numpy(np.array(batch_np["x"], np.float32)).to(device)
   labels = torch.from_numpy(np.asarray(batch_np["label"], np.int64)).to(device)
-  masks = [torch.from_numpy(np.array(m, bool)).to(device) for m in block_masks]
+  masks = (None if block_masks is None else
+           [torch.from_numpy(np.array(m, bool)).to(device) for m in block_masks])
   calls = {}
   for stage in (2, 1):
     wanted = [p for p in parts if p.endswith(str(stage))]
