@@ -275,7 +275,7 @@ def test_dataset_from_its_config_file(tmp_path, configs_dir):
 
 
 def test_datasets_from_manifests_without_config_files(configs, tmp_path):
-  tuev = write_manifest(tmp_path / "tuev")
+  write_manifest(tmp_path / "tuev")
   tuab = write_manifest(tmp_path / "tuab", "tuab", ["normal", "abnormal"], window=640)
   other = write_manifest(tmp_path / "mine", "generic", ["a", "b", "c"], ("C3", "Cz", "Pz"), 64)
   typo = write_manifest(tmp_path / "typo", "generic", ["a", "b"],

@@ -118,7 +118,8 @@ def geometry_overrides(channels: Sequence[str], montage: str) -> dict:
   for key, (names, _) in geometry.DATASET_CHANNELS.items():
     if geometry.fix_fp2_f3_typo(names) == fixed:
       return {"model.data": key}
-  return {"model.channels": value_text(tuple(channels)), "model.montage": montage or "standard_1020"}
+  return {"model.channels": value_text(tuple(channels)),
+          "model.montage": montage or "standard_1020"}
 
 
 def load_dataset(name: str, path: str, configs_dir: str = DEFAULT_CONFIGS_DIR,

@@ -2,13 +2,11 @@
 
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import mne
 import numpy as np
 import pytest
 
