@@ -25,6 +25,7 @@ RUN = [
     "--config.data.global_batch_size=8", "--config.eval_batch_size=16",
     "--config.total_steps=6", "--config.eval_every=2", "--config.log_every=1",
     "--config.freeze_epochs=1", "--config.async_checkpoint=false",
+    "--config.optim.pct_start=0.5",      # a warm-up of at least one step in 6
 ]
 METRICS = ("balanced_accuracy", "cohen_kappa", "weighted_f1", "auroc", "auc_pr",
            "average_precision", "confusion_matrix")

@@ -281,7 +281,7 @@ FINETUNE = [
     "--config.model.dec_expert=(0,0,0,0)", "--config.model.cross_expert=(0,0,0,0)",
     "--config.model.c_layers=3", "--config.init_from=", "--config.data.global_batch_size=8",
     "--config.eval_batch_size=16", "--config.total_steps=4", "--config.eval_every=2",
-    "--config.log_every=1", "--config.async_checkpoint=false",
+    "--config.log_every=1", "--config.async_checkpoint=false", "--config.optim.pct_start=0.5",
 ]
 
 
@@ -314,7 +314,7 @@ def test_embedded_default_is_prepared_by_one_process(logdir, tmp_path):
   process 1 waits for it; both train on it."""
   wd = str(tmp_path / "demo")
   job = Job("launch.pretrain", [f"--workdir={wd}", *PRETRAIN[:6], "--config.total_steps=2",
-                                "--config.eval_every=0", "--config.plot_every=0",
+                                "--config.optim.pct_start=0.5", "--config.eval_every=0", "--config.plot_every=0",
                                 "--config.synthetic.n_subjects=2",
                                 "--config.synthetic.minutes=2.0",
                                 "--config.async_checkpoint=false"], 2, 1, logdir)

@@ -233,42 +233,7 @@ def chip_hours(step_seconds: float, chips: int, steps: int) -> float:
 # -- ahead-of-time compiles --------------------------------------------------------------------
 
 def aot_compile_finetune(config, model_cfg, mesh, rules=None):
-  """Ahead-of-time compile of the stage-2 (fine-tuning) train step for `mesh` from shapes only,
-  the counterpart of `neuript_jax.train.pretrain.aot_compile`: params and AdamW moments sharded
-  by the logical-axis rules, batch {"x" [B, T, D] float32, "label" [B] int32} over data x fsdp.
-  Returns the jax Compiled object."""
-  import flax.linen as nn
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-
-  from neuript_jax.model import Stage2Model, dummy_inputs
-  from neuript_jax.train import finetune, mesh as mesh_lib, optim, pretrain
-
-  rules = tuple(rules or mesh_lib.DEFAULT_RULES)
-  steps = max(int(config.total_steps), 1)
-  tx, schedule = optim.make_optimizer(config.optim, steps)
-  model = Stage2Model(model_cfg)
-  boxed = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
-                                            *dummy_inputs(model_cfg, 2)))
-  p_shard = mesh_lib.param_shardings(boxed["params"], mesh, rules)
-  shaped = lambda tree, shard: jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shard)
-  params = shaped(nn.unbox(boxed["params"]), p_shard)
-  opt_shard = pretrain.opt_state_shardings(tx, params, p_shard, mesh)
-  rep = mesh_lib.replicated(mesh)
-  state = {"params": params, "opt_state": shaped(jax.eval_shape(tx.init, params), opt_shard),
-           "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
-           "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)}
-  state_shard = jax.tree_util.tree_map(lambda x: x.sharding, state)
-  b = config.data.global_batch_size
-  batch = {"x": jax.ShapeDtypeStruct((b, model_cfg.T, model_cfg.data_dim), jnp.float32,
-                                     sharding=mesh_lib.batch_sharding(mesh, 3)),
-           "label": jax.ShapeDtypeStruct((b,), jnp.int32,
-                                         sharding=mesh_lib.batch_sharding(mesh, 1))}
-  loss_of = finetune.make_loss(config, model_cfg, np.ones(max(model_cfg.num_classes, 2)))
-  step = jax.jit(finetune.make_train_step(model_cfg, tx, schedule, loss_of, config.aux_weight,
-                                          0),
-                 in_shardings=(state_shard, jax.tree_util.tree_map(lambda x: x.sharding, batch)),
-                 out_shardings=(state_shard, rep), donate_argnums=(0,))
-  return step.lower(state, batch).compile()
+  """Ahead-of-time compile of the stage-2 (fine-tuning) train step for `mesh` from shapes only
+  (`neuript_jax.train.finetune.aot_compile`). Returns the jax Compiled object."""
+  from neuript_jax.train import finetune, mesh as mesh_lib
+  return finetune.aot_compile(config, model_cfg, mesh, tuple(rules or mesh_lib.DEFAULT_RULES))

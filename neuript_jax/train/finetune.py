@@ -128,6 +128,15 @@ def make_loss(config, model_cfg, cls_num):
 
 # -- state ------------------------------------------------------------------------------------
 
+def _train_step(config, model_cfg, tx, schedule, cls_num, freeze_steps, state_shard, mesh):
+  b_shard = {"x": mesh_lib.batch_sharding(mesh, 3), "label": mesh_lib.batch_sharding(mesh, 1)}
+  step = step_lib.make_finetune_step(model_cfg, tx, schedule,
+                                     make_loss(config, model_cfg, cls_num), config.aux_weight,
+                                     freeze_steps)
+  return jax.jit(step, in_shardings=(state_shard, b_shard),
+                 out_shardings=(state_shard, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+
+
 def setup(config, model_cfg, mesh, rules, total_steps: int, freeze_steps: int, cls_num,
           init_encoder=None):
   """(state, jitted donated train step, jitted predict) for `mesh`; init_encoder: encoder
@@ -141,17 +150,30 @@ def setup(config, model_cfg, mesh, rules, total_steps: int, freeze_steps: int, c
       params[k] = loop.place(init_encoder[k], p_shard[k])
   state, state_shard = loop.initial_state(tx, params, p_shard, mesh,
                                           loop.rng_key(config.seed, "train"))
-  b_shard = {"x": mesh_lib.batch_sharding(mesh, 3), "label": mesh_lib.batch_sharding(mesh, 1)}
-  train_step = jax.jit(step_lib.make_finetune_step(model_cfg, tx, schedule,
-                                                   make_loss(config, model_cfg, cls_num),
-                                                   config.aux_weight, freeze_steps),
-                       in_shardings=(state_shard, b_shard),
-                       out_shardings=(state_shard, mesh_lib.replicated(mesh)),
-                       donate_argnums=(0,))
+  train_step = _train_step(config, model_cfg, tx, schedule, cls_num, freeze_steps, state_shard,
+                           mesh)
   predict = jax.jit(step_lib.make_predict(model_cfg),
                     in_shardings=(state_shard["params"], mesh_lib.batch_sharding(mesh, 3)),
                     out_shardings=mesh_lib.replicated(mesh))
   return state, train_step, predict
+
+
+def aot_compile(config, model_cfg, mesh, rules=mesh_lib.DEFAULT_RULES):
+  """Ahead-of-time compile of the fine-tuning train step for `mesh` from shapes only (global
+  batch config.data.global_batch_size; uniform class counts). Returns the jax Compiled object
+  (`.memory_analysis()`, `.cost_analysis()`)."""
+  steps = max(int(config.total_steps), 1)
+  tx, schedule = optim.make_optimizer(config.optim, steps)
+  state, state_shard = loop.abstract_state(tx, Stage2Model(model_cfg),
+                                           dummy_inputs(model_cfg, 2), mesh, rules)
+  b = int(config.data.global_batch_size)
+  batch = {"x": jax.ShapeDtypeStruct((b, model_cfg.T, model_cfg.data_dim), jnp.float32,
+                                     sharding=mesh_lib.batch_sharding(mesh, 3)),
+           "label": jax.ShapeDtypeStruct((b,), jnp.int32,
+                                         sharding=mesh_lib.batch_sharding(mesh, 1))}
+  cls_num = np.ones(max(model_cfg.num_classes, 2))
+  return _train_step(config, model_cfg, tx, schedule, cls_num, 0, state_shard, mesh).lower(
+      state, batch).compile()
 
 
 def _write_json(path: str, obj) -> None:

@@ -76,9 +76,11 @@ def abstract_params(model, init_args) -> dict:
 def init_params(model, init_args, mesh, rules, key) -> tuple[dict, dict]:
   """(params, shardings): params initialised directly into their shardings (no host copy)."""
   p_shard = mesh_lib.param_shardings(boxed_params(model, init_args), mesh, rules)
-  init_fn = jax.jit(lambda k: nn.unbox(model.init({"params": k}, *init_args)["params"]),
+  # The dummy inputs are arguments, not closed-over constants: XLA would constant-fold the
+  # whole forward pass through constant inputs (minutes of compile time).
+  init_fn = jax.jit(lambda k, args: nn.unbox(model.init({"params": k}, *args)["params"]),
                     out_shardings=p_shard)
-  return init_fn(key), p_shard
+  return init_fn(key, init_args), p_shard
 
 
 def place(tree, shardings):
