@@ -33,6 +33,7 @@
 #
 # Environment (all optional): PYTHON, OUT, GOLDEN_DIR, TORCH_REF, EEGMAT_RAW, EEGMAT_PACK,
 # BUNDLE_LIMIT_MIB, GPU_CHECK_TOTAL_S, GPU_CHECK_WORK (scratch, default /tmp/gpu_check),
+# BENCH_CONFIG (neuript_jax/configs/pretrain.py:paper; the bench and memory model),
 # BENCH1_BATCH (4), BENCH2_BATCH (32), BENCH_STEPS (5), MEM_BATCHES ("1 2 4"),
 # FT_PAPER_MIN_S (240), SKIP_INSTALL=1.
 # Exit status: 0 when every step that ran passed, 1 otherwise, 2 for a usage error.
@@ -112,7 +113,9 @@ if [[ "$MODE" == bundle ]]; then
   fi
   GOLDEN_DIR="${GOLDEN_DIR:-../shared/golden}"
   REF="${TORCH_REF:-external/NeurIPT}"
-  EEGMAT_RAW="${EEGMAT_RAW:-${NEURIPT_SHARED:-../shared}/data/eegmat/eeg-during-mental-arithmetic-tasks-1.0.0}"
+  EEGMAT_RAW="${EEGMAT_RAW:-${NEURIPT_SHARED:-../shared}/data/eegmat}"
+  [[ -d "$EEGMAT_RAW/eeg-during-mental-arithmetic-tasks-1.0.0" ]] \
+    && EEGMAT_RAW="$EEGMAT_RAW/eeg-during-mental-arithmetic-tasks-1.0.0"
   EEGMAT_PACK="${EEGMAT_PACK:-auto}"
   SCRATCH="${GPU_CHECK_WORK:-/tmp/gpu_check_bundle}"
   SHARDS="$SCRATCH/eegmat_shards"
@@ -236,6 +239,7 @@ if [[ -z "$REF" ]]; then
     if [[ -d "$d/cross_models" ]]; then REF="$d"; break; fi
   done
 fi
+BENCH_CONFIG="${BENCH_CONFIG:-neuript_jax/configs/pretrain.py:paper}"
 B1="${BENCH1_BATCH:-4}"
 B2="${BENCH2_BATCH:-32}"
 STEPS="${BENCH_STEPS:-5}"
@@ -289,7 +293,9 @@ step() {
   local start=$SECONDS rc
   timeout -k 10 "$limit" "$@" >> "$OUT/steps.log" 2>&1
   rc=$?
-  echo "   [$name] exit $rc after $((SECONDS - start)) s$([[ $rc == 124 ]] && echo ' (TIMED OUT)')" \
+  local note=""
+  [[ $rc == 124 ]] && note=" (TIMED OUT)"
+  echo "   [$name] exit $rc after $((SECONDS - start)) s$note" \
     | tee -a "$OUT/summary.txt" | tee -a "$OUT/steps.log"
   return $rc
 }
@@ -300,7 +306,8 @@ collect() {
   if [[ -s "$2" ]]; then
     "$PY" -c "import json, sys; print(json.dumps({'step': sys.argv[1], 'result': \
 json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])}))" "$1" "$2" \
-      >> "$OUT/results.jsonl" 2>> "$OUT/steps.log" || echo "   [$1] unreadable $2" >> "$OUT/steps.log"
+      >> "$OUT/results.jsonl" 2>> "$OUT/steps.log" \
+      || echo "   [$1] unreadable $2" >> "$OUT/steps.log"
   fi
 }
 
@@ -351,7 +358,7 @@ else
   bench_help="$("$PY" -m launch.bench --help 2>&1 | head -c 200000)"
 fi
 if grep -q -- "--config" <<< "$bench_help"; then      # the experiment-config grammar
-  BENCH_MODEL=(--config=neuript_jax/configs/pretrain.py:paper)
+  BENCH_MODEL=(--config="$BENCH_CONFIG")
   BATCH_FLAG=--config.data.global_batch_size
 else                                                # the preset grammar before it
   BENCH_MODEL=(--preset=paper --model_override=dtype=bfloat16 --model_override=remat=block)
@@ -377,13 +384,14 @@ bench bench_stage1 "$B1" train1,forward1
 # --- 4. peak memory of the stage-1 step: the reference, then ours
 mem_batches="$(echo $MEM_BATCHES | tr ' ' ',')"
 if [[ -n "$REF" ]]; then
-  step memory_torch 120 "$PY" -m launch.gpu_memory --side=torch --torch_ref="$REF" \
-    --batches="$mem_batches" --max_evals=7 --time_budget_s=90 \
-    --json_out="$WORK/memory_torch.json" || FAILED=1
+  step memory_torch 120 "$PY" -m launch.gpu_memory --config="$BENCH_CONFIG" --side=torch \
+    --torch_ref="$REF" --batches="$mem_batches" --max_evals=7 --time_budget_s=90 \
+    --eval_timeout_s=60 --json_out="$WORK/memory_torch.json" || FAILED=1
   collect memory_torch "$WORK/memory_torch.json"
 fi
-step memory_jax 200 "$PY" -m launch.gpu_memory --side=jax --batches="$mem_batches" \
-  --max_evals=5 --time_budget_s=150 --json_out="$WORK/memory_jax.json" || FAILED=1
+step memory_jax 200 "$PY" -m launch.gpu_memory --config="$BENCH_CONFIG" --side=jax \
+  --batches="$mem_batches" --max_evals=5 --time_budget_s=150 --eval_timeout_s=150 \
+  --json_out="$WORK/memory_jax.json" || FAILED=1
 collect memory_jax "$WORK/memory_jax.json"
 
 # --- 5. eegmat fine-tune from scratch: :paper when time allows, else :cpu

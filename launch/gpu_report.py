@@ -68,13 +68,13 @@ def bench_table(results: dict) -> list[str]:
       batch = head.get("batch") or 0
       mfu = ours.get(k["mfu"])
       err = ours.get(f"jax_{part}_error") or ref.get(f"torch_{part}_error")
-      lines.append(
-          f"| {PART_NAMES.get(part, part)} | {_f(o)} | {_f(r)} | "
-          f"{_f(o / r if o and r else None, '{:.3f}')} | {_f(ours.get(k['samples']), '{:.1f}')} "
-          f"| {_f(batch / r if r else None, '{:.1f}')} | {_f(mfu * 100 if mfu else None, '{:.1f}%')} "
-          f"| {_f(ours.get('compile_s', {}).get(part), '{:.1f}')} | "
-          f"{_f(ours['peak_memory_bytes'] / GIB if ours.get('peak_memory_bytes') else None, '{:.2f}')} |"
-          + (f" {err[:120]}" if err else ""))
+      peak = ours.get("peak_memory_bytes")
+      cells = [PART_NAMES.get(part, part), _f(o), _f(r),
+               _f(o / r if o and r else None, "{:.3f}"), _f(ours.get(k["samples"]), "{:.1f}"),
+               _f(batch / r if r else None, "{:.1f}"), _f(mfu * 100 if mfu else None, "{:.1f}%"),
+               _f(ours.get("compile_s", {}).get(part), "{:.1f}"),
+               _f(peak / GIB if peak else None, "{:.2f}")]
+      lines.append("| " + " | ".join(cells) + " |" + (f" {err[:120]}" if err else ""))
     lines.append("")
   return lines
 
@@ -111,9 +111,10 @@ def memory_table(results: dict) -> list[str]:
       continue
     largest, cap = res.get("largest"), res.get("capacity_bytes")
     if largest:
+      how = ("bracketed: the next one failed or exceeds it" if largest["exact"]
+             else "not bracketed")
       lines.append(f"- Largest batch that fits, {name}: {largest['batch']} at "
-                   f"{cap / GIB:.1f} GiB ({'bracketed: the next one failed or exceeds it' if largest['exact'] else 'not bracketed'}; "
-                   f"linear fit {largest['predicted']}).")
+                   f"{cap / GIB:.1f} GiB ({how}; linear fit {largest['predicted']}).")
     else:
       lines.append(f"- Largest batch that fits, {name}: not found ({res.get('note', '')}).")
   lines.append("")

@@ -44,8 +44,11 @@ def test_run_dry_run_lists_every_step_and_writes_nothing(tmp_path):
       assert "-m launch.bench" in line and "paper" in line and f"--parts={parts}" in line
       assert f"--side={side}" in line and "--torch_ref=/some/ref" in line
       assert f"--json_out={work}/bench_{stage}_{side}.json" in line
-  assert "--side=torch --torch_ref=/some/ref --batches=1,2,4" in lines["memory_torch"]
-  assert "-m launch.gpu_memory --side=jax" in lines["memory_jax"]
+  for side in ("torch", "jax"):
+    line = lines[f"memory_{side}"]
+    assert "-m launch.gpu_memory --config=neuript_jax/configs/pretrain.py:paper" in line
+    assert f"--side={side}" in line and "--batches=1,2,4" in line
+  assert "--torch_ref=/some/ref" in lines["memory_torch"]
   ft = [ln for name, ln in lines.items() if name.startswith("finetune_eegmat")]
   assert len(ft) == 1 and "-m launch.finetune" in ft[0] and "mental_arithmetic" in ft[0]
   assert f"{tmp_path}/bundle/eegmat" in ft[0]
