@@ -69,7 +69,7 @@ def test_one_finetuning_on_four_real_subjects(tmp_path):
   c.model.c_layers = 3
   c.data.global_batch_size = 8
   c.eval_batch_size = 16
-  c.total_steps, c.eval_every, c.log_every = 4, 2, 2
+  c.total_steps, c.eval_every, c.log_every = 8, 4, 4
   c.async_checkpoint = False
   results = finetune.train(c, str(tmp_path / "run"))
   on_disk = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -28,7 +28,7 @@ from neuript_jax.data import record as record_lib
 from neuript_jax.evaluation import metrics as metrics_lib
 
 BANDS = ((1.0, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 20.0), (20.0, 30.0))
-C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 13))
+C_GRID = tuple(float(c) for c in np.logspace(-7, 2, 19))
 
 
 @dataclasses.dataclass
