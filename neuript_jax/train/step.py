@@ -51,7 +51,8 @@ def make_pretrain_loss(model_cfg: ModelConfig, masking_cfg, p: float, aux_weight
 
   def loss_fn(params, x, keys, deterministic: bool):
     k_mask, k_drop, k_noise = keys
-    point, blocks, x_in = masking.make_masks(k_mask, x, masking_cfg, lengths, merges)
+    point, blocks, x_in = masking.make_masks(k_mask, x, masking_cfg, lengths, merges,
+                                             seg_len=model_cfg.seg_len)
     pred, aux = model.apply({"params": params}, x_in, blocks, blocks, deterministic,
                             rngs={"dropout": k_drop, "gate_noise": k_noise})
     rec = masked_mean_abs_error(pred, x, blocks[0], model_cfg.seg_len, p)
