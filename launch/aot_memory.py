@@ -3,8 +3,9 @@ r"""Compile the stage-1 or stage-2 train step for a TPU slice with libtpu, witho
   python -m launch.aot_memory --topology=v5p-8 \
       --config=neuript_jax/configs/pretrain.py:paper --config.data.global_batch_size=32
 
-libtpu's compiler runs on this host (`pip install -r requirements-tpu.txt`; without libtpu the
-command says so and exits 2). The step is compiled for the slice's compile-only devices from
+libtpu's compiler runs on this host (requirements-tpu.txt: installed into the environment, or
+with `pip install --no-deps --target .venv-tpu -r requirements-tpu.txt` and PYTHONPATH=.venv-tpu;
+without libtpu the command says so and exits 2). The step is compiled for the slice's compile-only devices from
 shapes only and the TPU compiler's own per-chip numbers are printed: arguments (params,
 optimizer state, batch shard), temporaries, peak (arguments + outputs + temporaries -
 aliased), FLOPs and HBM bytes accessed; then the roofline of one chip from
@@ -75,13 +76,17 @@ def mesh_shape(config, topology) -> list[int]:
 
 
 def compile_step(config, model_cfg, mesh, stage: int):
+  """The compiled train step. The mesh is the tracing context (an abstract mesh: eager setup
+  ops still run on the host) so that per-device kernels (Pallas attention) see its axes."""
+  import jax
   from neuript_jax.bench import tpu
   from neuript_jax.train import mesh as mesh_lib
   rules = tuple(config.logical_axis_rules or mesh_lib.DEFAULT_RULES)
-  if stage == 1:
-    from neuript_jax.train.pretrain import aot_compile
-    return aot_compile(config, model_cfg, mesh, rules)
-  return tpu.aot_compile_finetune(config, model_cfg, mesh, rules)
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    if stage == 1:
+      from neuript_jax.train.pretrain import aot_compile
+      return aot_compile(config, model_cfg, mesh, rules)
+    return tpu.aot_compile_finetune(config, model_cfg, mesh, rules)
 
 
 def measure(config, model_cfg, mesh, stage, topology, rows: int, per_chip: int) -> dict:

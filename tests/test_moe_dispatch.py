@@ -55,3 +55,45 @@ def test_balance_loss_at_more_tokens_than_int32_squares():
   r = p * s
   want = 0.008 * imp.var(ddof=1) / (imp.mean() ** 2 + 1e-8) + e * (r.mean(0) * r.sum(0)).sum() / n ** 2
   assert abs(got - want) < 1e-4 * abs(want)
+
+
+_PER_SHARD_ROUTING = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from neuript_jax.model.moe import MoE
+mesh = jax.make_mesh((1, 4), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 6, 16)), jnp.float32)
+for routing, dispatch in (("capacity", "buffer"), ("dropless", "buffer"), ("dropless", "ragged")):
+  moe = MoE(3, 0.5, 12, 20, noise_std=0.0, routing=routing, dispatch=dispatch)
+  params = moe.init(jax.random.key(0), x)
+  run = lambda x: moe.apply(params, x, deterministic=False)
+  # Each of the 4 batch shards routes its own 2 samples (its own capacity and aux loss).
+  parts = [jax.jit(run)(x[2 * i: 2 * i + 2]) for i in range(4)]
+  want_y = np.concatenate([np.asarray(y) for y, _ in parts])
+  want_aux = np.mean([float(a) for _, a in parts])
+  with jax.set_mesh(mesh):
+    xs = jax.device_put(x, NamedSharding(mesh, P(("data", "fsdp"))))
+    y, aux = jax.jit(run)(xs)
+    hlo = jax.jit(run).lower(xs).compile().as_text()
+  np.testing.assert_allclose(np.asarray(y), want_y, rtol=1e-5, atol=1e-5, err_msg=routing)
+  np.testing.assert_allclose(float(aux), want_aux, rtol=1e-5, err_msg=routing)
+  print(routing, dispatch, "ALL_GATHERS", hlo.count("all-gather("))
+"""
+
+
+def test_each_batch_shard_routes_its_own_tokens():
+  """Under a 4-device mesh (batch over "fsdp") the PMoE routes every shard's tokens on their
+  device, as each data-parallel replica of the reference's DDP run does: capacity and aux loss
+  per shard, no gathering of the tokens (only the weights are all-gathered: none here, they
+  are replicated)."""
+  import os
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", _PER_SHARD_ROUTING], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = [l for l in out.stdout.splitlines() if "ALL_GATHERS" in l]
+  assert len(lines) == 3 and all(l.endswith("ALL_GATHERS 0") for l in lines), out.stdout

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 
 from neuript_jax.model.fused_attention import chunk_for, fused_attention
 from neuript_jax.model.layers import Dense
-from neuript_jax.model.pallas_attention import pallas_attention, target_platform
+from neuript_jax.model.mesh_axes import context_mesh, shard_batch, target_platform
+from neuript_jax.model.pallas_attention import pallas_attention
 
 ATTENTION_IMPLS = ("auto", "xla", "dot_product_attention", "fused", "pallas")
 FUSED_CHUNK_BYTES = 4 << 20   # scores per lax.map step of "fused" on CPU (fits L2 + L3 slice)
@@ -45,8 +46,8 @@ def fused_chunk(n: int, heads: int, lq: int, lk: int) -> int:
   the SPMD partitioner gather the global batch onto every device (each device would then
   compute, and hold the scores of, every chunk).
   """
-  mesh = jax.sharding.get_abstract_mesh()
-  devices = jax.device_count() if mesh.empty else mesh.size
+  mesh = context_mesh()
+  devices = jax.device_count() if mesh is None else mesh.size
   if (target_platform() != "cpu" or devices > 1 or lq * lk < FUSED_CHUNK_MIN_SCORES):
     return n
   return chunk_for(n, heads, lq, lk, FUSED_CHUNK_BYTES)
@@ -89,6 +90,7 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, queries, keys_values, mask=None, deterministic: bool = True):
+    queries, keys_values = shard_batch(queries), shard_batch(keys_values)
     n, lq, d = queries.shape
     lk = keys_values.shape[1]
     h = self.n_heads
@@ -132,4 +134,4 @@ class MultiHeadAttention(nn.Module):
         probs = jnp.where(keep, probs / (1.0 - self.dropout), 0.0).astype(self.dtype)
       out = jnp.einsum("nhqk,nkhc->nqhc", probs, v)
     out = out.reshape(n, lq, d)
-    return Dense(d, ("heads", "embed"), self.dtype, name="out_projection")(out)
+    return shard_batch(Dense(d, ("heads", "embed"), self.dtype, name="out_projection")(out))

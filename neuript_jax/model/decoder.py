@@ -12,6 +12,7 @@ from neuript_jax.model.attention import MultiHeadAttention
 from neuript_jax.model.config import ModelConfig
 from neuript_jax.model.dropout import HashedDropout
 from neuript_jax.model.layers import Dense, LayerNorm
+from neuript_jax.model.mesh_axes import shard_batch
 from neuript_jax.model.tsa import apply_ffn, make_ffn, tsa_class
 
 
@@ -35,8 +36,8 @@ class DecoderLayer(nn.Module):
     q = q + HashedDropout(cfg.dropout)(attn, deterministic)
     out = LayerNorm(dtype=dtype, name="norm2")(q)
     y, aux2 = apply_ffn(make_ffn(cfg, self.cross_expert, "MLP"), out, deterministic)
-    out = (out + y).reshape(b, d, l, m)
-    pred = Dense(cfg.seg_len, ("embed", "seg"), dtype, name="linear_pred")(out)
+    out = shard_batch((out + y).reshape(b, d, l, m))
+    pred = shard_batch(Dense(cfg.seg_len, ("embed", "seg"), dtype, name="linear_pred")(out))
     return out, pred, aux1 + aux2
 
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neuript_jax.model.layers import Dense
+from neuript_jax.model.mesh_axes import shard_batch
 
 # The spatial PE tables cover integer coordinates 0..MAX_RANGE-1.
 MAX_RANGE = 50
@@ -62,4 +63,5 @@ class PointEmbedding(nn.Module):
   def __call__(self, x):
     b, t, d = x.shape
     seg = x.reshape(b, t // self.seg_len, self.seg_len, d).transpose(0, 3, 1, 2)
-    return Dense(self.d_model, ("seg", "embed"), dtype=self.dtype, name="linear")(seg)
+    return shard_batch(Dense(self.d_model, ("seg", "embed"), dtype=self.dtype,
+                             name="linear")(shard_batch(seg)))

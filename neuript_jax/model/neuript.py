@@ -19,6 +19,7 @@ from neuript_jax.model.decoder import Decoder
 from neuript_jax.model.embedding import PointEmbedding, spatial_pe, temporal_pe
 from neuript_jax.model.encoder import Encoder
 from neuript_jax.model.heads import IILPHead
+from neuript_jax.model.mesh_axes import shard_batch
 
 
 class Stage2Model(nn.Module):
@@ -67,7 +68,7 @@ class Stage1Model(nn.Module):
     l0 = cfg.n_tokens_time
     pe = (temporal_pe(l0, cfg.d_model)[None, :, :]
           + spatial_pe(cfg.pos3d(), cfg.d_model)[:, None, :])        # [D, L0, d]
-    dec_in = jnp.broadcast_to(jnp.asarray(pe)[None], (b, d, l0, cfg.d_model))
+    dec_in = shard_batch(jnp.broadcast_to(jnp.asarray(pe)[None], (b, d, l0, cfg.d_model)))
     if cfg.quirks.decoder_input == "pe_plus_signal":
       visible = x * (1 - point_mask(block_masks[0], cfg.seg_len)).astype(x.dtype)
       dec_in = dec_in + embed(visible)

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-# Mesh axes that shard the sequence axis N (the batch axes of train/mesh.py) and the heads.
-BATCH_MESH_AXES = ("data", "fsdp")
-HEAD_MESH_AXIS = "tensor"
+from neuript_jax.model.mesh_axes import HEAD_MESH_AXIS, batch_axes, context_mesh, \
+  target_platform
+
 # VMEM bytes one grid step may use for its blocks (double-buffered) and live intermediates.
 VMEM_BUDGET = 8 << 20
 
@@ -214,13 +214,11 @@ def _sharded(fn, n: int, heads: int, has_mask: bool):
   """fn(q, k, v, mask, seed) over the per-device shards of the context mesh (sequence axis
   over the batch axes, heads over the tensor axis where they divide), or fn itself without a
   mesh. seed[2] becomes the shard's first sequence index (distinct dropout per shard)."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or math.prod(mesh.shape.values()) == 1:
+  mesh = context_mesh()
+  if mesh is None or mesh.size == 1:
     return fn
   from jax.sharding import PartitionSpec as P
-  batch = tuple(a for a in BATCH_MESH_AXES if mesh.shape.get(a, 1) > 1)
-  if batch and n % math.prod(mesh.shape[a] for a in batch):
-    batch = ()
+  batch = batch_axes(n)
   head = HEAD_MESH_AXIS if (mesh.shape.get(HEAD_MESH_AXIS, 1) > 1
                             and heads % mesh.shape[HEAD_MESH_AXIS] == 0) else None
   seq = P(batch or None, head)
@@ -235,14 +233,6 @@ def _sharded(fn, n: int, heads: int, has_mask: bool):
 
   return jax.shard_map(local, mesh=mesh, in_specs=(seq, seq, seq, mask_spec, P()),
                        out_specs=seq, check_vma=False)
-
-
-def target_platform() -> str:
-  """The platform being compiled for: the context mesh's devices (jax.set_mesh or
-  jax.sharding.use_abstract_mesh), else the default backend."""
-  mesh = jax.sharding.get_abstract_mesh()
-  device = None if mesh.empty else getattr(mesh, "abstract_device", None)
-  return device.platform if device is not None else jax.default_backend()
 
 
 def pallas_attention(q, k, v, mask=None, seed=None, rate: float = 0.0,

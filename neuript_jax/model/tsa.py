@@ -13,6 +13,7 @@ from neuript_jax.model.attention import MultiHeadAttention
 from neuript_jax.model.config import REMAT_OPTIONS, ModelConfig
 from neuript_jax.model.dropout import HashedDropout
 from neuript_jax.model.layers import Dense, LayerNorm, SwiGLU
+from neuript_jax.model.mesh_axes import shard_batch
 from neuript_jax.model.moe import MoE
 
 
@@ -54,23 +55,23 @@ class TwoStageAttention(nn.Module):
                                           name=name)
 
     # Temporal stage: one sequence of L steps per (sample, channel).
-    t_in = x.reshape(b * d, l, m)
+    t_in = shard_batch(x.reshape(b * d, l, m))
     h = LayerNorm(dtype=dtype, name="norm1")(t_in)
     u = t_in + drop(mha("time_attention")(h, h, time_mask, deterministic))
     y1, aux1 = apply_ffn(make_ffn(cfg, self.num_experts, "MLP1"),
                          LayerNorm(dtype=dtype, name="norm2")(u), deterministic)
-    u = u + drop(y1)
+    u = shard_batch(u + drop(y1))
 
     # Spatial stage: one sequence of D channels per (sample, time step).
-    u = u.reshape(b, d, l, m).transpose(0, 2, 1, 3).reshape(b * l, d, m)
+    u = shard_batch(u.reshape(b, d, l, m).transpose(0, 2, 1, 3).reshape(b * l, d, m))
     if spatial_pe is not None:
       u = u + spatial_pe[None].astype(u.dtype)
     h = LayerNorm(dtype=dtype, name="norm3")(u)
     v = u + drop(mha("dim_attention")(h, h, dim_mask, deterministic))
     y2, aux2 = apply_ffn(make_ffn(cfg, self.num_experts, "MLP2"),
                          LayerNorm(dtype=dtype, name="norm4")(v), deterministic)
-    v = v + drop(y2)
-    return v.reshape(b, l, d, m).transpose(0, 2, 1, 3), aux1 + aux2
+    v = shard_batch(v + drop(y2))
+    return shard_batch(v.reshape(b, l, d, m).transpose(0, 2, 1, 3)), aux1 + aux2
 
 
 # ModelConfig.remat -> jax.checkpoint policy of each TSA layer ("none": no rematerialisation).
@@ -116,4 +117,4 @@ class SegMerging(nn.Module):
     b, d, l, m = x.shape
     x = x.reshape(b, d, l // self.win, self.win * m)   # segment j = concat(z_{jw} .. z_{jw+w-1})
     x = LayerNorm("merge", self.dtype, name="norm")(x)
-    return Dense(m, ("merge", "embed"), self.dtype, name="linear_trans")(x)
+    return shard_batch(Dense(m, ("merge", "embed"), self.dtype, name="linear_trans")(x))
