@@ -165,3 +165,23 @@ def test_nonfinite_step_is_skipped_and_never_changes_params():
   changed = any(not np.array_equal(a, np.asarray(b)) for a, b in
                 zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(state["params"])))
   assert changed
+
+
+def test_train_step_with_patch_tokens():
+  """seg_len > 1 (tokens of several points): the AAMP masks are pooled to the model's tokens."""
+  import jax
+  import numpy as np
+  from neuript_jax.configs import pretrain as pretrain_config
+  from neuript_jax.configs.common import to_model_config
+  from neuript_jax.train import mesh as mesh_lib
+  from neuript_jax.train import pretrain
+
+  config = pretrain_config.get_config("tiny")
+  config.model.update(dict(T=32, seg_len=4, merge_layers=(1, 2), enc_expert=(0, 2),
+                           dec_expert=(0, 0, 0), cross_expert=(0, 0, 0)))
+  model_cfg = to_model_config(config.model)
+  mesh = mesh_lib.make_mesh([1, 1, 1, 1], jax.devices()[:1])
+  state, train_step, _, _ = pretrain.setup(config, model_cfg, mesh)
+  x = np.random.default_rng(0).standard_normal((4, 32, 20)).astype(np.float32)
+  state, m = train_step(state, {"x": x})
+  assert int(m["finite"]) == 1 and 0 < float(m["rec_loss"]) < 10

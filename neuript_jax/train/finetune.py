@@ -272,6 +272,12 @@ def train(config, workdir: str) -> dict:
   writer = writer_lib.MetricWriter(workdir, total_steps, enabled=loop.is_writer())
   saved_state = lambda: {"iterator": pipeline.iterator_state_to_json(it.get_state()),
                          "selection": sel.s}
+  last_saved = [start]                     # the resumed step is on disk already
+
+  def save(done: int, force: bool = False):
+    if done != last_saved[0]:              # e.g. SIGTERM right after a periodic checkpoint
+      checkpointer.save(done, state, saved_state(), force=force)
+      last_saved[0] = done
 
   def validate_at(done: int) -> None:
     m = predict_lib.split_metrics(predict, state["params"], val_data, mesh,
@@ -307,10 +313,10 @@ def train(config, workdir: str) -> dict:
         if loop.every(done, eval_every, total_steps):
           validate_at(done)
         if loop.every(done, ckpt_every, total_steps) or sel.s["stopped"]:
-          checkpointer.save(done, state, saved_state(), force=sel.s["stopped"])
+          save(done, force=sel.s["stopped"])
         if preempt.requested:
           logging.warning("SIGTERM: saving step %d and exiting", done)
-          checkpointer.save(done, state, saved_state(), force=True)
+          save(done, force=True)
           break
       else:
         finished = True

@@ -172,8 +172,12 @@ def train(config, workdir: str) -> dict:
   log_every, eval_every = plan["log_every"], plan["eval_every"]
   ckpt_every, plot_every = plan["checkpoint_every"], plan["plot_every"]
 
+  last_saved = [start]                     # the resumed step is on disk already
+
   def save(done: int, force: bool = False):
-    checkpointer.save(done, state, pipeline.iterator_state_to_json(it.get_state()), force)
+    if done != last_saved[0]:              # e.g. SIGTERM right after a periodic checkpoint
+      checkpointer.save(done, state, pipeline.iterator_state_to_json(it.get_state()), force)
+      last_saved[0] = done
 
   pending, last = [], {}
   writer.start(start)
