@@ -35,7 +35,8 @@
 # BUNDLE_LIMIT_MIB, GPU_CHECK_TOTAL_S, GPU_CHECK_WORK (scratch, default /tmp/gpu_check),
 # BENCH_CONFIG (neuript_jax/configs/pretrain.py:paper; the bench and memory model),
 # BENCH1_BATCH (4), BENCH2_BATCH (32), BENCH_STEPS (5), MEM_BATCHES ("1 2 4"),
-# FT_PAPER_MIN_S (240), SKIP_INSTALL=1.
+# FT_PAPER_MIN_S (240), GPU_CHECK_STEP_SCALE (1: multiplies the step caps, for a slow machine),
+# SKIP_INSTALL=1.
 # Exit status: 0 when every step that ran passed, 1 otherwise, 2 for a usage error.
 set -uo pipefail
 
@@ -245,6 +246,7 @@ B2="${BENCH2_BATCH:-32}"
 STEPS="${BENCH_STEPS:-5}"
 MEM_BATCHES="${MEM_BATCHES:-1 2 4}"
 FT_PAPER_MIN_S="${FT_PAPER_MIN_S:-240}"
+STEP_SCALE="${GPU_CHECK_STEP_SCALE:-1}"      # multiplies every step's time cap
 REPORT_RESERVE_S=20
 START=$SECONDS
 FAILED=0
@@ -282,6 +284,7 @@ step() {
     echo "[$name] timeout ${cap}s $*"
     return 0
   fi
+  cap=$((cap * STEP_SCALE))
   local limit=$(( $(left) - REPORT_RESERVE_S ))
   (( limit > cap )) && limit=$cap
   if (( limit < 15 )); then
@@ -304,8 +307,10 @@ step() {
 collect() {
   [[ "$DRY_RUN" == 1 ]] && return 0
   if [[ -s "$2" ]]; then
-    "$PY" -c "import json, sys; print(json.dumps({'step': sys.argv[1], 'result': \
-json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])}))" "$1" "$2" \
+    "$PY" -c "import json, sys; t = open(sys.argv[2]).read().strip()
+try: r = json.loads(t)
+except ValueError: r = json.loads(t.splitlines()[-1])
+print(json.dumps({'step': sys.argv[1], 'result': r}))" "$1" "$2" \
       >> "$OUT/results.jsonl" 2>> "$OUT/steps.log" \
       || echo "   [$1] unreadable $2" >> "$OUT/steps.log"
   fi
