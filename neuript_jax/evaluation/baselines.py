@@ -5,10 +5,10 @@ split only, then the test split is scored once, with `metrics.compute_metrics`.
 * `band_power_lr`: log band power (Welch, `BANDS` = delta 1-4, theta 4-8, alpha 8-13,
   beta-1 13-20, beta-2 20-30 Hz) of every channel, standardised, then scikit-learn
   logistic regression (lbfgs, class_weight "balanced"); C from `C_GRID` by the validation
-  `select_metric`.
+  `select_metric` (ties, e.g. a validation AUROC of 1: the lower validation NLL).
 * `eegnet`: braindecode's EEGNet (v4; torch, CPU) trained with AdamW on cross-entropy
   (class-balanced weights), per-channel standardisation fitted on the training split; the
-  epoch with the best validation `select_metric` is kept. braindecode is a benchmark extra
+  epoch with the best validation `select_metric` (ties: lower validation NLL) is kept. braindecode is a benchmark extra
   (requirements-bench.txt), imported only here.
 
 Both return a `BaselineResult`: validation and test metrics (`compute_metrics` dicts with
@@ -140,7 +140,7 @@ def band_power_lr(splits: dict[str, Split], num_classes: int,
     model.fit(feats["train"], splits["train"].labels)
     val_scores = _logits_from_proba(model.predict_proba(feats["val"]), num_classes)
     m = score_metrics(splits["val"].labels, val_scores, num_classes)
-    score = selection_score(m, select_metric)
+    score = (selection_score(m, select_metric), -m["nll"])    # ties: the better nll
     if best is None or score > best[0]:
       best = (score, c, model, m)
   _, c, model, val_m = best
@@ -208,7 +208,7 @@ def eegnet(splits: dict[str, Split], num_classes: int, select_metric: str = "aur
       loss.backward()
       opt.step()
     m = score_metrics(splits["val"].labels, scores_of("val"), num_classes)
-    score = selection_score(m, select_metric)
+    score = (selection_score(m, select_metric), -m["nll"])    # ties: the better nll
     if log:
       log(f"eegnet epoch {epoch + 1}/{epochs}: validation {metrics_lib.format_metrics(m)}")
     if best is None or score > best[0]:
