@@ -147,8 +147,11 @@ def require_libtpu() -> str:
         (f"TPU_LIBRARY_PATH={where} is not a file" if where else "libtpu is not installed")
         + ": the TPU compiler comes with `pip install -r requirements-tpu.txt` (libtpu from "
         "jax[tpu]), or `pip install --target DIR libtpu==<pinned>` and PYTHONPATH=DIR")
-  # Off Cloud TPU VMs libtpu would otherwise query the GCE metadata server for its topology.
+  # Off Cloud TPU VMs libtpu would otherwise query the GCE metadata server for its topology;
+  # and compile-only use needs no exclusive hold of chips (libtpu's lockfile would refuse a
+  # second compiling process).
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   return path
 
 
