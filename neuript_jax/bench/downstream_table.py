@@ -28,7 +28,6 @@ with the config's `decision_rule` (metrics.decision: "prior" uses the training c
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -103,26 +102,6 @@ def _json_default(o):
   return str(o)
 
 
-@contextlib.contextmanager
-def _masks_with_seg_len(seg_len: int):
-  """WORKAROUND (remove when train/step.py passes it): make_pretrain_loss calls
-  masking.make_masks without `seg_len`, so pretraining a model with seg_len > 1 fails
-  ("pooled length 320 != block_lengths[0]=40"). This fills the missing keyword while the
-  pretraining runs; an explicit seg_len from the caller wins."""
-  from neuript_jax import masking
-  original = masking.make_masks
-
-  def make_masks(*args, **kwargs):
-    kwargs.setdefault("seg_len", seg_len)
-    return original(*args, **kwargs)
-
-  masking.make_masks = make_masks
-  try:
-    yield
-  finally:
-    masking.make_masks = original
-
-
 def pretrain_encoder(workdir: Path, config) -> str:
   """Run (or reuse, or resume) one pretraining; returns its workdir."""
   from neuript_jax.train import pretrain
@@ -130,8 +109,7 @@ def pretrain_encoder(workdir: Path, config) -> str:
   if done.exists():
     return str(workdir)
   start = time.time()
-  with _masks_with_seg_len(int(config.model.seg_len)):
-    pretrain.train(config, str(workdir))
+  pretrain.train(config, str(workdir))
   _write_json(done, {"wall_s": time.time() - start, "total_steps": int(config.total_steps)})
   return str(workdir)
 
