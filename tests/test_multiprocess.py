@@ -127,9 +127,11 @@ def shards(tmp_path_factory):
   from data_prep import convert, synthetic
   from data_prep.recipes import get_recipe
   root = tmp_path_factory.mktemp("mp_data")
-  synthetic.write_corpus(root / "raw", n_subjects=3, recordings=1, minutes=5.5, seed=1)
-  recipe = get_recipe("pretrain_tcp20", params={"val_fraction": 0.34})
-  convert.convert(str(root / "raw"), recipe, root / "shards", workers=1)
+  # 4 recordings; the recipe's hash puts sub-02 and sub-03 in "val" at this fraction.
+  synthetic.write_corpus(root / "raw", n_subjects=4, recordings=1, minutes=5.5, seed=1)
+  recipe = get_recipe("pretrain_tcp20", params={"val_fraction": 0.5})
+  manifest = convert.convert(str(root / "raw"), recipe, root / "shards", workers=1)
+  assert manifest["counts"]["split"]["val"] > 0, manifest["counts"]
   return str(root / "shards")
 
 

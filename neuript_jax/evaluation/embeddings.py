@@ -104,12 +104,14 @@ def embed_splits(checkpoint: str, data, splits, config=None, batch_size: int = 6
   from absl import logging
   from neuript_jax.evaluation.runs import check_data_fits, load_encoder, split_data_config
   from neuript_jax.model.heads import group_matrix
+  from neuript_jax.train import loop
   from neuript_jax.train import mesh as mesh_lib
 
   model_cfg, params, trained, kind = load_encoder(checkpoint, config)
   mesh = mesh_lib.make_mesh([-1, 1, 1, 1])
-  params = jax.device_put(params, mesh_lib.replicated(mesh))
-  fn = jax.jit(make_feature_fn(model_cfg, blocks))
+  params = loop.place(params, jax.tree_util.tree_map(lambda _: mesh_lib.replicated(mesh),
+                                                     params))
+  fn = loop.compiled_together(jax.jit(make_feature_fn(model_cfg, blocks)), "embed_features")
   results = {}
   for split in splits:
     data_cfg = split_data_config(data, split, batch_size, trained, window_len)

@@ -86,6 +86,7 @@ def evaluate(checkpoint: str, data, split: str = "test", batch_size: int = 64,
   import jax
   from neuript_jax.evaluation import metrics as metrics_lib
   from neuript_jax.evaluation import predict as predict_lib
+  from neuript_jax.train import loop
   from neuript_jax.train import mesh as mesh_lib
   from neuript_jax.train.step import make_predict
 
@@ -93,8 +94,9 @@ def evaluate(checkpoint: str, data, split: str = "test", batch_size: int = 64,
   data_cfg = split_data_config(data, split, batch_size, run_cfg["config"]["data"], window_len)
   check_data_fits(data_cfg, model_cfg)
   mesh = mesh_lib.make_mesh([-1, 1, 1, 1])
-  params = jax.device_put(params, mesh_lib.replicated(mesh))
-  predict = jax.jit(make_predict(model_cfg))
+  params = loop.place(params, jax.tree_util.tree_map(lambda _: mesh_lib.replicated(mesh),
+                                                     params))
+  predict = loop.compiled_together(jax.jit(make_predict(model_cfg)), "evaluate_predict")
   labels, logits = predict_lib.predict_split(predict, params, data_cfg, mesh, batch_size)
   m = predict_lib.prediction_metrics(labels, logits, model_cfg.num_classes)
   m.update(checkpoint=step_dir, data=list(data), split=split,

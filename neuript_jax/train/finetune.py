@@ -256,6 +256,8 @@ def train(config, workdir: str) -> dict:
     logging.info("init_from is empty: training from scratch")
   state, train_step, predict = setup(config, model_cfg, mesh, loop.axis_rules(config),
                                      total_steps, freeze_steps, cls_num, init_encoder)
+  train_step = loop.compiled_together(train_step, "finetune_step")
+  predict = loop.compiled_together(predict, "finetune_predict")
   if init_encoder is not None or not os.path.exists(os.path.join(workdir, RUN_CONFIG)):
     _write_json(os.path.join(workdir, RUN_CONFIG), {
         "config": config.to_dict(), "model": model_cfg.to_dict(), "total_steps": total_steps,

@@ -20,6 +20,7 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from absl import logging
 
@@ -84,8 +85,12 @@ def init_params(model, init_args, mesh, rules, key) -> tuple[dict, dict]:
 
 
 def place(tree, shardings):
-  """Host arrays (e.g. loaded weights) onto devices with the given shardings."""
-  return jax.device_put(jax.tree_util.tree_map(jnp.asarray, tree), shardings)
+  """Host arrays (e.g. loaded weights, the same on every process) onto devices with the given
+  shardings; each process builds only its own shards (no cross-process check)."""
+  def one(x, sharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+  return jax.tree_util.tree_map(one, tree, shardings)
 
 
 def opt_state_shardings(tx, params, p_shard, mesh):
@@ -105,9 +110,14 @@ def initial_state(tx, params, p_shard, mesh, rng: jax.Array) -> tuple[dict, dict
   """(state, state shardings): fresh optimizer state, step 0, the RNG key data of `rng`."""
   shard = state_shardings(tx, params, p_shard, mesh)
   opt_state = jax.jit(tx.init, out_shardings=shard["opt_state"])(params)
-  state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32),
-           "rng": jax.random.key_data(rng)}
-  return jax.device_put(state, shard), shard
+  # Step and RNG made by a jitted function straight into their (replicated) sharding: a
+  # device_put of host values onto several processes' devices would first compare them
+  # across processes.
+  rng_data = np.asarray(jax.random.key_data(rng))
+  step, rng_dev = jax.jit(lambda: (jnp.zeros((), jnp.int32), jnp.asarray(rng_data)),
+                          out_shardings=(shard["step"], shard["rng"]))()
+  state = {"params": params, "opt_state": opt_state, "step": step, "rng": rng_dev}
+  return state, shard
 
 
 def abstract_state(tx, model, init_args, mesh, rules) -> tuple[dict, dict]:
@@ -223,3 +233,36 @@ def prepare_once(name: str, fn: Callable[[], str], timeout_s: float = 3600.0) ->
   if status != "ok":
     raise RuntimeError(f"process 0 failed to prepare {name}: {result}")
   return result
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+  """Every process waits here until all have arrived (the coordinator's key-value store, so a
+  slow process, e.g. one still compiling, has `timeout_s`); nothing with one process."""
+  if jax.process_count() > 1:
+    from jax._src import distributed
+    distributed.global_state.client.wait_at_barrier(f"neuript/{name}", int(timeout_s * 1000))
+
+
+def compiled_together(fn, name: str):
+  """fn (a jitted function) compiled on every process before any process runs it.
+
+  The first cross-process collective of a program also sets up the CPU collectives (gloo),
+  which waits only 30 s for the other processes; a process that finishes compiling minutes
+  before another (a loaded machine, a cold compilation cache) would fail there. So with
+  several processes each new input signature is compiled first, then all processes meet at
+  a barrier, then the compiled program runs. With one process, fn itself.
+  """
+  if jax.process_count() == 1:
+    return fn
+  programs = {}
+
+  def call(*args):
+    key = str(jax.tree_util.tree_map(
+        lambda a: (getattr(a, "shape", None), str(getattr(a, "dtype", type(a))),
+                   str(getattr(a, "sharding", None))), args))
+    if key not in programs:
+      programs[key] = fn.lower(*args).compile()
+      barrier(f"{name}/{len(programs)}")
+    return programs[key](*args)
+
+  return call

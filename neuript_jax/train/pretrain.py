@@ -160,13 +160,15 @@ def train(config, workdir: str) -> dict:
     init = load_init_params(config.init_from, model_cfg, abstract)
     logging.info("initialising params from %s (optimizer state fresh)", config.init_from)
   state, train_step, _, _ = setup(config, model_cfg, mesh, loop.axis_rules(config), init)
+  train_step = loop.compiled_together(train_step, "pretrain_step")
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, config.async_checkpoint)
   it = pipeline.make_iterator(train_data)
   state, data_state, start = loop.resume(checkpointer, state)
   if data_state is not None:
     it.set_state(pipeline.iterator_state_from_json(data_state))
 
-  eval_step = jax.jit(step_lib.make_pretrain_eval_step(model_cfg, config.masking, config.loss_p))
+  eval_step = loop.compiled_together(jax.jit(step_lib.make_pretrain_eval_step(
+      model_cfg, config.masking, config.loss_p)), "pretrain_eval")
   writer = metrics_lib.MetricWriter(workdir, config.total_steps, enabled=loop.is_writer())
   total, gbs = plan["total_steps"], int(config.data.global_batch_size)
   log_every, eval_every = plan["log_every"], plan["eval_every"]
