@@ -438,7 +438,8 @@ runpy.run_path(sys.argv[1])['get_config'](sys.argv[2])" "$FT_CFG" "$size" \
     --workdir="$WORK/finetune_eegmat_$size" || FAILED=1
   collect "finetune_eegmat_$size" "$WORK/finetune_eegmat_$size/results.json"
 else
-  echo "   [finetune_eegmat] SKIPPED: no eegmat data in the bundle (${FROM:-no --from})" \
+  echo "   [finetune_eegmat] SKIPPED: no eegmat shards (none in ${FROM:-no --from}, or the" \
+       "unpack failed or was skipped)" \
     | tee -a "$OUT/summary.txt"
 fi
 
@@ -451,6 +452,7 @@ REPORT_RESERVE_S=0
 step report 20 "$PY" -m launch.gpu_report "$OUT/results.jsonl" "$OUT/gpu_results.md" \
   || FAILED=1
 cat "$OUT/gpu_results.md" 2>/dev/null
-echo "gpu_check: $([[ $FAILED == 0 ]] && echo all steps passed || echo some step FAILED or" \
-     "was skipped); $((SECONDS - START)) s; logs in $OUT" | tee -a "$OUT/summary.txt"
+verdict="all steps passed"
+[[ $FAILED == 0 ]] || verdict="some step FAILED or was skipped"
+echo "gpu_check: $verdict; $((SECONDS - START)) s; logs in $OUT" | tee -a "$OUT/summary.txt"
 exit $FAILED
