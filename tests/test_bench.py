@@ -1,7 +1,6 @@
 """launch.bench end to end (each side in a child process, our side, tiny model), the children's
 plumbing (exit reasons, the memory probe's batch, combining their JSON), the analytic FLOP count
-against XLA's cost analysis, the batch search of the AOT memory sweep, and launch/gpu_check.sh
-(syntax, dry run)."""
+against XLA's cost analysis, and the batch search of the AOT memory sweep."""
 
 import dataclasses
 import json
