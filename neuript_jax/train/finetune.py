@@ -245,6 +245,7 @@ def train(config, workdir: str) -> dict:
 
   # Mesh, weights, state, resume.
   mesh = loop.make_mesh(config)
+  loop.barrier("checkpointer")             # orbax syncs the processes (gloo) right away
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, config.async_checkpoint)
   init_encoder = None
   if checkpointer.latest_step() is None and config.init_from:

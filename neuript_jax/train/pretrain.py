@@ -161,6 +161,7 @@ def train(config, workdir: str) -> dict:
     logging.info("initialising params from %s (optimizer state fresh)", config.init_from)
   state, train_step, _, _ = setup(config, model_cfg, mesh, loop.axis_rules(config), init)
   train_step = loop.compiled_together(train_step, "pretrain_step")
+  loop.barrier("checkpointer")             # orbax syncs the processes (gloo) right away
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, config.async_checkpoint)
   it = pipeline.make_iterator(train_data)
   state, data_state, start = loop.resume(checkpointer, state)
