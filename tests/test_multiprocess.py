@@ -74,7 +74,8 @@ class Job:
                                          stderr=subprocess.STDOUT, start_new_session=True))
 
   def text(self, i: int = 0) -> str:
-    self.logs[i].flush()
+    if not self.logs[i].closed:
+      self.logs[i].flush()
     with open(self.logs[i].name) as f:
       return f.read()
 
