@@ -77,6 +77,17 @@ def _assert_is_step(restored, step):
   assert json.loads(data) == {"next_batch": step}
 
 
+@pytest.fixture(autouse=True)
+def _absl_warnings_on():
+  """Other test modules lower absl's verbosity to ERROR at import; these tests read the
+  checkpointer's warnings, so they need WARNING records to be emitted."""
+  from absl import logging as absl_logging
+  before = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  yield
+  absl_logging.set_verbosity(before)
+
+
 def _warnings(caplog):
   return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
 

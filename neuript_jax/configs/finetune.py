@@ -73,6 +73,9 @@ def get_config(arg: str | None = None):
   c.loss = "bal_bce"              # or "cross_entropy"
   c.bal_bce_k = 0.1               # K of Bal-BCE (Table 15: 0-0.3)
   c.label_smoothing = 0.0
+  # One-logit Bal-BCE: "reference" (the authors' binary path: label-dependent bias, factor 2)
+  # or "prior_shift" (the prior-shifted logit of the multi-class form); losses.bal_bce.
+  c.bal_bce_binary_form = "reference"
   c.aux_weight = 0.8
 
   c.optim = ml_collections.ConfigDict(dict(

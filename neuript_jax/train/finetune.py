@@ -119,8 +119,9 @@ def _counted_labels(data_cfg, n: int) -> np.ndarray:
 def make_loss(config, model_cfg, cls_num):
   if config.loss == "bal_bce":
     cls_num = jnp.asarray(np.maximum(cls_num, 1), jnp.float32)
+    form = config.get("bal_bce_binary_form", "reference")
     return lambda logits, y: losses.bal_bce(logits, y, cls_num, config.bal_bce_k,
-                                            config.label_smoothing)
+                                            config.label_smoothing, form)
   if config.loss == "cross_entropy":
     return lambda logits, y: losses.cross_entropy(logits, y)
   raise ValueError(f"config.loss must be bal_bce or cross_entropy, got {config.loss!r}")
