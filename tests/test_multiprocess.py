@@ -234,9 +234,9 @@ def test_resume_on_two_processes_and_on_one_device(fsdp8_run, one_process, logdi
   pretrain(two, shards, 2, 2, logdir, *MESH_2x2).wait()
   one = resumed_copy(fsdp8_run, str(tmp_path / "to_1"))
   pretrain(one, shards, 1, 1, logdir, "--config.mesh.data=1").wait()
-  single = str(tmp_path / "single")                   # uninterrupted on 1 device
-  pretrain(single, shards, 1, 1, logdir, "--config.mesh.data=1").wait()
-  for wd, want in ((two, one_process[1]), (one, losses(single))):
+  # The uninterrupted reference is the 4-device run: outside a mesh context the model's
+  # numbers do not depend on the mesh beyond float rounding (tests/test_sharding.py).
+  for wd, want in ((two, one_process[1]), (one, one_process[1])):
     got = losses(wd)
     assert sorted(got) == list(range(1, 13))
     assert_close(got, want, range(7, 13), rtol=1e-4)
@@ -296,11 +296,12 @@ def test_finetune_and_evaluate_on_two_processes_match_one(labelled, logdir, tmp_
                             *FINETUNE], n, 4 // n, logdir).wait()
     with open(os.path.join(wd, "results.json")) as f:
       runs[n] = json.load(f)
-    out = str(tmp_path / f"eval_{n}.json")
-    Job("launch.evaluate", [f"--checkpoint={wd}", f"--data={labelled}", "--split=test",
-                            "--batch_size=16", f"--output={out}"], n, 4 // n, logdir).wait()
-    with open(out) as f:
-      runs[n]["evaluate"] = json.load(f)
+  out = str(tmp_path / "eval_2.json")                 # launch.evaluate on 2 processes
+  Job("launch.evaluate", [f"--checkpoint={tmp_path / 'ft_2'}", f"--data={labelled}",
+                          "--split=test", "--batch_size=16", f"--output={out}"], 2, 2,
+      logdir).wait()
+  with open(out) as f:
+    runs[2]["evaluate"] = json.load(f)
   assert runs[1]["selected_step"] == runs[2]["selected_step"]
   for key in ("test", "validation"):
     assert runs[2][key]["n"] == runs[1][key]["n"]
@@ -308,8 +309,7 @@ def test_finetune_and_evaluate_on_two_processes_match_one(labelled, logdir, tmp_
     for m in ("balanced_accuracy", "auroc", "nll"):
       assert runs[2][key][m] == pytest.approx(runs[1][key][m], abs=1e-5), (key, m)
   for m in ("balanced_accuracy", "auroc", "nll", "confusion_matrix"):
-    assert runs[2]["evaluate"][m] == pytest.approx(runs[2]["test"][m], abs=1e-6)
-    assert runs[1]["evaluate"][m] == pytest.approx(runs[1]["test"][m], abs=1e-6)
+    assert runs[2]["evaluate"][m] == pytest.approx(runs[1]["test"][m], abs=1e-5)
 
 
 def test_embedded_default_is_prepared_by_one_process(logdir, tmp_path):
