@@ -16,20 +16,25 @@ from data_prep import montages, synthetic
 from data_prep.recipes import get_recipe
 
 
+def _raw_corpus(raw: Path, cfg) -> Path:
+  """The synthetic recordings in `raw`, written unless a finished corpus (corpus.json, written
+  last) is there."""
+  if not (raw / "corpus.json").exists():
+    logging.info("writing the synthetic corpus to %s", raw)
+    synthetic.write_corpus(raw, n_subjects=cfg.n_subjects, recordings=cfg.recordings,
+                           minutes=cfg.minutes, seed=cfg.seed)
+  return raw
+
+
 def pretrain_corpus(workdir: str, cfg) -> str:
   """Write the synthetic corpus and convert it with pretrain_tcp20. Returns the shard dir.
 
   cfg: config.synthetic of the pretraining config (n_subjects, recordings, minutes,
   val_fraction, seed)."""
-  root = Path(workdir) / "data"
-  shards = root / "pretrain_tcp20"
+  shards = Path(workdir) / "data" / "pretrain_tcp20"
   if (shards / "manifest.json").exists():
     return str(shards)
-  raw = root / "synthetic"
-  if not (raw / "corpus.json").exists():
-    logging.info("writing the synthetic corpus to %s", raw)
-    synthetic.write_corpus(raw, n_subjects=cfg.n_subjects, recordings=cfg.recordings,
-                           minutes=cfg.minutes, seed=cfg.seed)
+  raw = _raw_corpus(Path(workdir) / "data" / "synthetic", cfg)
   logging.info("converting it with the pretrain_tcp20 recipe into %s", shards)
   recipe = get_recipe("pretrain_tcp20", params={"val_fraction": cfg.val_fraction})
   convert_lib.convert(str(raw), recipe, shards, workers=1)
@@ -41,15 +46,10 @@ def labelled_corpus(workdir: str, cfg) -> str:
   labels, TCP-20 channels, subject-level splits from `cfg.split_lists`; `cfg.window_s`
   windows, one per event ("onset") or tiled over each 4 s event every `cfg.stride_s`
   ("tile")). Returns the shard dir."""
-  root = Path(workdir) / "data"
-  shards = root / f"generic_tcp20_{cfg.window_s:g}s"
+  shards = Path(workdir) / "data" / f"generic_tcp20_{cfg.window_s:g}s"
   if (shards / "manifest.json").exists():
     return str(shards)
-  raw = root / "synthetic_labelled"
-  if not (raw / "corpus.json").exists():
-    logging.info("writing the labelled synthetic corpus to %s", raw)
-    synthetic.write_corpus(raw, n_subjects=cfg.n_subjects, recordings=cfg.recordings,
-                           minutes=cfg.minutes, seed=cfg.seed)
+  raw = _raw_corpus(Path(workdir) / "data" / "synthetic_labelled", cfg)
   logging.info("converting it with the generic recipe (annotation labels) into %s", shards)
   recipe = get_recipe("generic", channels=montages.MONTAGES["tcp20"], montage="standard_1020",
                       window_s=float(cfg.window_s), stride_s=cfg.stride_s,
