@@ -107,15 +107,8 @@ def from_reference(state_dict: Mapping[str, Any], cfg: ModelConfig, stage: int):
       leaves[path][e] = value
   unexpected = sorted(k for k in sd if k not in expected and not PE_BUFFER.search(k))
   if missing or unexpected or bad_shape:
-    lines = []
-    if missing:
-      lines.append(f"missing {len(missing)}: " + ", ".join(missing))
-    if unexpected:
-      lines.append(f"unexpected {len(unexpected)}: " + ", ".join(unexpected))
-    if bad_shape:
-      lines.append(f"shape mismatch {len(bad_shape)}: " + "; ".join(bad_shape))
     raise ConversionError("reference state_dict does not fit the model config:\n  "
-                          + "\n  ".join(lines))
+                          + mismatch_report(missing, unexpected, bad_shape))
   return flax.traverse_util.unflatten_dict(leaves)
 
 
@@ -190,3 +183,16 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str) -> None:
                path)
   else:
     raise ValueError(f"{path}: expected a .npz, .pth or .pt file")
+
+
+def mismatch_report(missing, unexpected, bad_shape) -> str:
+  """The lines of a tensor-mismatch error: "missing N: ...", "unexpected N: ...", "shape
+  mismatch N: ..." (the non-empty ones), joined for an indented error message."""
+  lines = []
+  if missing:
+    lines.append(f"missing {len(missing)}: " + ", ".join(missing))
+  if unexpected:
+    lines.append(f"unexpected {len(unexpected)}: " + ", ".join(unexpected))
+  if bad_shape:
+    lines.append(f"shape mismatch {len(bad_shape)}: " + "; ".join(bad_shape))
+  return "\n  ".join(lines)

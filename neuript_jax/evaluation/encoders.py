@@ -46,16 +46,10 @@ def check_encoder_fit(loaded: dict, template: dict, source: str) -> None:
   unexpected = sorted(set(got) - set(want))
   shape = sorted(k for k in set(want) & set(got) if want[k] != got[k])
   if missing or unexpected or shape:
-    lines = []
-    if missing:
-      lines.append(f"missing {len(missing)}: " + ", ".join(missing))
-    if unexpected:
-      lines.append(f"unexpected {len(unexpected)}: " + ", ".join(unexpected))
-    if shape:
-      lines.append(f"shape mismatch {len(shape)}: " + "; ".join(
-          f"{k} (checkpoint {got[k]}, model {want[k]})" for k in shape))
+    bad = [f"{k} (checkpoint {got[k]}, model {want[k]})" for k in shape]
     raise InitError(f"init_from={source}: the encoder does not fit the model config (merge "
-                    "layers, experts or sizes differ?):\n  " + "\n  ".join(lines))
+                    "layers, experts or sizes differ?):\n  "
+                    + convert.mismatch_report(missing, unexpected, bad))
 
 
 def load_encoder_params(path: str, model_cfg, template) -> dict:
