@@ -31,6 +31,7 @@ OUTPUT = flags.DEFINE_string("output", None, "JSON file to write (default: "
 def main(argv):
   del argv
   common.start()
+  import jax
   from neuript_jax.evaluation import metrics as metrics_lib
   from neuript_jax.evaluation import runs
   f = flags.FLAGS
@@ -39,7 +40,7 @@ def main(argv):
     out = os.path.join(f.checkpoint, f"eval_{SPLIT.value}.json")
   m = runs.evaluate(f.checkpoint, f.data, SPLIT.value, f.batch_size, f.window_len,
                     plots_dir=os.path.dirname(os.path.abspath(out)) if out else None)
-  if out:
+  if out and jax.process_index() == 0:     # one writer with several processes
     with open(out, "w") as fh:
       json.dump(m, fh, indent=1)
       fh.write("\n")

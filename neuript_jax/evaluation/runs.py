@@ -101,7 +101,7 @@ def evaluate(checkpoint: str, data, split: str = "test", batch_size: int = 64,
   m = predict_lib.prediction_metrics(labels, logits, model_cfg.num_classes)
   m.update(checkpoint=step_dir, data=list(data), split=split,
            paper_metrics=list(metrics_lib.paper_metrics(model_cfg.num_classes)))
-  if plots_dir:
+  if plots_dir and jax.process_index() == 0:       # one writer with several processes
     from neuript_jax.evaluation import plots
     names = predict_lib.label_names(data_cfg)
     names = names if names and len(names) == max(model_cfg.num_classes, 2) else None
