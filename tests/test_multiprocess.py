@@ -321,6 +321,7 @@ def test_embedded_default_is_prepared_by_one_process(logdir, tmp_path):
                                 "--config.optim.pct_start=0.5", "--config.eval_every=0", "--config.plot_every=0",
                                 "--config.synthetic.n_subjects=2",
                                 "--config.synthetic.minutes=5.5",   # recipe minimum: 300 s
+                                "--config.log_every=1",
                                 "--config.async_checkpoint=false"], 2, 1, logdir)
   job.wait()
   assert os.path.isfile(os.path.join(wd, "data", "pretrain_tcp20", "manifest.json"))
