@@ -80,24 +80,38 @@ def test_one_finetuning_on_four_real_subjects(tmp_path):
   assert np.asarray(on_disk["test"]["confusion_matrix"]).sum() == 48
   assert on_disk["select_metric"] == "auroc"
   assert set(metrics.paper_metrics(2)) <= set(on_disk["test"])
+  # The config's "prior" rule: threshold = the training task fraction; the hard metrics in
+  # results.json are those of predictions.npz at that threshold.
+  counts = finetune.class_counts(finetune.data_configs(c)[0], 2)
+  assert on_disk["decision_rule"] == "prior"
+  assert on_disk["decision"]["threshold"] == pytest.approx(counts[1] / counts.sum())
+  z = np.load(tmp_path / "run" / "predictions.npz")
+  assert z["test_labels"].shape == (48,) and z["val_logits"].shape[0] == 48
+  again = metrics.compute_metrics(z["test_labels"], z["test_logits"], 2, **on_disk["decision"])
+  assert again["balanced_accuracy"] == pytest.approx(on_disk["test"]["balanced_accuracy"])
 
 
 def test_table_summary_from_finished_runs(tmp_path):
   """bench.downstream_table's summary on two fake rows: mean ± std over seeds, every seed,
   the paper's rows, the rows not measured, and the ROC plot."""
   from neuript_jax.bench import downstream_table as table
+  from neuript_jax.evaluation import metrics, predict
   rng = np.random.default_rng(0)
   for row, seeds in (("neuript_scratch", (0, 1)), ("band_power_lr", (0,))):
     for seed in seeds:
       d = tmp_path / "runs" / row / f"seed{seed}"
       d.mkdir(parents=True)
       labels = np.array([0] * 30 + [1] * 10)
-      logits = rng.normal(size=40) + 2.0 * labels - 1.0
+      logits = (rng.normal(size=40) + 2.0 * labels - 1.0)[:, None]     # [N, 1], the model's
       preds = {"val": (labels, logits), "test": (labels, logits + 0.1 * seed)}
-      scored = table.rescore(preds, 2, "prior", [30, 10])
-      np.savez(d / table.PREDICTIONS, labels=labels, logits=preds["test"][1])
+      decision = metrics.decision("prior", 2, train_counts=[30, 10])
+      scored = {name: predict.prediction_metrics(*preds[k], 2, **decision)
+                for name, k in (("validation", "val"), ("test", "test"))}
+      np.savez(d / table.PREDICTIONS, test_labels=labels, test_logits=preds["test"][1])
       (d / table.RESULT).write_text(json.dumps({**scored, "row": row, "seed": seed,
-                                                "wall_s": 10.0}, default=float))
+                                                "decision_rule": "prior",
+                                                "decision": decision, "wall_s": 10.0},
+                                               default=float))
   out = table.write_summary(tmp_path, "mental_arithmetic", 2)
   assert out["neuript_scratch"]["n"] == 2 and out["band_power_lr"]["n"] == 1
   md = (tmp_path / "summary.md").read_text()
@@ -107,6 +121,11 @@ def test_table_summary_from_finished_runs(tmp_path):
   assert lines[0].startswith("row,seed,decision_rule,balanced_accuracy,auc_pr,auroc")
   assert sum(line.startswith("neuript_scratch,") for line in lines) == 4   # 2 seeds, mean, std
   assert (tmp_path / "roc_test.png").stat().st_size > 1000
-  # The prior rule's threshold is the training positive fraction, 10 / 40.
+  # The csv reports the prior rule's balanced accuracy and the 0.5 rule's beside it.
+  row0 = dict(zip(lines[0].split(","), lines[1].split(",")))
   scored = json.loads((tmp_path / "runs/neuript_scratch/seed0/result.json").read_text())
-  assert scored["decision"]["threshold"] == pytest.approx(0.25)
+  assert float(row0["balanced_accuracy"]) == pytest.approx(
+      scored["test"]["balanced_accuracy"], abs=1e-4)
+  assert float(row0["balanced_accuracy_half"]) == pytest.approx(
+      scored["test"]["balanced_accuracy_half"], abs=1e-4)
+  assert scored["test"]["balanced_accuracy"] != scored["test"]["balanced_accuracy_half"]

@@ -255,6 +255,16 @@ def test_unknown_select_metric():
   _raises(lambda: _check_f(_finetune(select_metric="accuracy")), "select_metric", "accuracy")
 
 
+def test_unknown_decision_rule():
+  _raises(lambda: _check_f(_finetune(decision_rule="youden")), "decision_rule", "youden")
+
+
+def test_validation_decision_rule_on_a_multiclass_task():
+  msg = _raises(lambda: _check_f(_finetune(decision_rule="validation", model__num_classes=4)),
+                "decision_rule", "validation")
+  assert "binary tasks only" in msg
+
+
 def test_label_smoothing_one():
   _raises(lambda: _check_f(_finetune(label_smoothing=1.0)), "label_smoothing", 1.0)
 

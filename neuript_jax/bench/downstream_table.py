@@ -15,15 +15,15 @@ Workdir layout (resumable: a run whose result.json exists is skipped; an interru
 fine-tuning resumes from its checkpoints; a finished pretraining is reused):
 
   <workdir>/pretrain_<mode>/            pretraining (neuript_jax.train.pretrain.train)
-  <workdir>/runs/<row>/seed<k>/         one run: result.json, predictions.npz (test labels,
-                                        logits), the fine-tuning workdir's files
+  <workdir>/runs/<row>/seed<k>/         one run: result.json, predictions.npz (test_labels,
+                                        test_logits), the fine-tuning workdir's files
   <workdir>/summary.csv, summary.md     every seed and mean ± std per row, the paper's rows
   <workdir>/roc_test.png                one test ROC curve per row (its first seed)
 
-NeurIPT rows: the fine-tuning writes results.json with its own decision rule (sigmoid > 0.5);
-the table re-scores the selected checkpoint's validation and test logits (predictions.npz)
-with the config's `decision_rule` (metrics.decision: "prior" uses the training class counts,
-"validation" a threshold chosen on the validation split) and reports the 0.5 rule beside it.
+NeurIPT rows: the fine-tuning's results.json scores the selected checkpoint with the config's
+`decision_rule` (metrics.decision: "prior" uses the training class counts, "validation" a
+threshold chosen on the validation split) and keeps the 0.5 rule's balanced accuracy beside it
+("balanced_accuracy_half"); its predictions.npz holds the test labels and logits.
 """
 
 from __future__ import annotations
@@ -114,58 +114,16 @@ def pretrain_encoder(workdir: Path, config) -> str:
   return str(workdir)
 
 
-def predict_checkpoint(config, workdir: str, checkpoint: str) -> dict:
-  """{"val": (labels, logits), "test": (labels, logits)} of a fine-tuning checkpoint."""
-  import jax
-  from neuript_jax.configs.common import to_model_config
-  from neuript_jax.evaluation import predict as predict_lib
-  from neuript_jax.train import checkpoint as ckpt_lib
-  from neuript_jax.train import finetune
-  from neuript_jax.train import mesh as mesh_lib
-  from neuript_jax.train import step as step_lib
-
-  del workdir
-  model_cfg = to_model_config(config.model)
-  _, val_cfg, test_cfg = finetune.data_configs(config)
-  mesh = mesh_lib.make_mesh([config.mesh.data, config.mesh.fsdp, config.mesh.expert,
-                             config.mesh.tensor])
-  params = ckpt_lib.load_params(checkpoint)
-  predict = jax.jit(step_lib.make_predict(model_cfg))
-  return {name: predict_lib.predict_split(predict, params, cfg, mesh, config.eval_batch_size)
-          for name, cfg in (("val", val_cfg), ("test", test_cfg))}
-
-
-def rescore(preds: dict, num_classes: int, rule: str, train_counts) -> dict:
-  """Validation and test metrics of `preds` under a decision rule, plus the 0.5 rule's
-  balanced accuracy ("balanced_accuracy_half")."""
-  val_labels, val_logits = preds["val"]
-  decision = metrics_lib.decision(rule, num_classes, train_counts=train_counts,
-                                  val_labels=val_labels, val_scores=val_logits)
-  out = {"decision_rule": rule, "decision": decision}
-  for name, (labels, logits) in preds.items():
-    m = metrics_lib.compute_metrics(labels, logits, num_classes, **decision)
-    m["balanced_accuracy_half"] = metrics_lib.compute_metrics(
-        labels, logits, num_classes)["balanced_accuracy"]
-    out["validation" if name == "val" else "test"] = m
-  return out
-
-
 def run_neuript(row_dir: Path, config, wall_extra: float = 0.0) -> dict:
-  """Fine-tune (resumable), then re-score the selected checkpoint (module docstring)."""
+  """Fine-tune (resumable); the fine-tuning's results.json already scores the selected
+  checkpoint under the config's decision rule and writes its predictions.npz."""
   from neuript_jax.train import finetune
   start = time.time()
   results = finetune.train(config, str(row_dir))
   if not results:
     raise RuntimeError(f"{row_dir}: fine-tuning stopped before the end (SIGTERM?); rerun")
-  preds = predict_checkpoint(config, str(row_dir), results["checkpoint"])
-  counts = finetune.class_counts(finetune.data_configs(config)[0],
-                                 int(config.model.num_classes))
-  scored = rescore(preds, int(config.model.num_classes),
-                   config.get("decision_rule", "half"), counts)
-  np.savez(row_dir / PREDICTIONS, labels=preds["test"][0], logits=preds["test"][1])
-  return {**scored, "finetune_results": {k: results[k] for k in ("validation", "test",
-                                                                 "selected_step")},
-          "init_from": config.init_from, "wall_s": time.time() - start + wall_extra}
+  keep = ("validation", "test", "decision_rule", "decision", "selected_step", "init_from")
+  return {**{k: results[k] for k in keep}, "wall_s": time.time() - start + wall_extra}
 
 
 def run_baseline(row: str, row_dir: Path, splits, num_classes: int, select_metric: str,
@@ -176,7 +134,7 @@ def run_baseline(row: str, row_dir: Path, splits, num_classes: int, select_metri
   else:
     r = baselines.eegnet(splits, num_classes, select_metric, epochs=eegnet_epochs, seed=seed,
                          threads=1, log=logging.info)
-  np.savez(row_dir / PREDICTIONS, labels=r.test_labels, logits=r.test_scores)
+  np.savez(row_dir / PREDICTIONS, test_labels=r.test_labels, test_logits=r.test_scores)
   for m in (r.validation, r.test):
     m["balanced_accuracy_half"] = m["balanced_accuracy"]
   return {"validation": r.validation, "test": r.test, "selected": r.selected,
@@ -383,7 +341,8 @@ def plot_roc_rows(root: Path, runs: dict, num_classes: int) -> str | None:
     if not f.exists():
       continue
     z = np.load(f)
-    for _, xs, ys, area, _ in plots.curve_points("roc", z["labels"], z["logits"], num_classes):
+    for _, xs, ys, area, _ in plots.curve_points("roc", z["test_labels"], z["test_logits"],
+                                                      num_classes):
       aurocs = [r["test"]["auroc"] for r in results]
       ax.plot(xs, ys, lw=1.5, label=f"{ROW_TITLES[row].split(' (')[0].split(',')[0]}"
               f"{' (AAMP)' if row == 'neuript_aamp' else ''}"

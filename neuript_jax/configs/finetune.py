@@ -87,6 +87,11 @@ def get_config(arg: str | None = None):
   c.freeze_epochs = 0             # head-only epochs first (encoder updates zeroed)
   c.eval_every = 0                # validation every N steps; 0 = once per epoch
   c.select_metric = "balanced_accuracy"  # any compute_metrics key, or "nll" (lower is better)
+  # How a score becomes a class in the reported hard-prediction metrics (balanced accuracy,
+  # kappa, F1, confusion matrix): "half" (p > 0.5 / argmax, the reference's), "prior" (the
+  # training class prior) or "validation" (binary: threshold chosen on the validation split);
+  # neuript_jax.evaluation.metrics.decision. results.json keeps the "half" BAcc beside it.
+  c.decision_rule = "half"
   c.early_stopping_patience = 0   # stop after N validations without improvement; 0 = never
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, expert=1, tensor=1))

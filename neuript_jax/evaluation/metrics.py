@@ -111,11 +111,6 @@ def predict_classes(p, num_classes: int, threshold: float = 0.5, class_prior=Non
   return p.argmax(axis=1)
 
 
-def hard_predictions(p, num_classes: int) -> np.ndarray:
-  """Class indices [N] from `probabilities` with the default rule: binary p > 0.5, argmax."""
-  return predict_classes(p, num_classes)
-
-
 def balanced_accuracy_threshold(labels, p) -> float:
   """The probability threshold t (predict p > t) with the highest balanced accuracy on
   (labels [N] in {0, 1}, positive-class probabilities p [N]); t is the midpoint between two

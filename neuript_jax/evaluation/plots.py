@@ -213,12 +213,14 @@ def plot_training_curves(metrics_path: str, path: str, title: str = "") -> str:
 
 
 def write_prediction_plots(directory: str, split: str, labels, logits, num_classes: int,
-                           class_names=None, curves: bool = True) -> list[str]:
+                           class_names=None, curves: bool = True, decision=None
+                           ) -> list[str]:
   """confusion_matrix_<split>.png (+ roc_<split>.png, pr_<split>.png when `curves`) in
-  `directory`; returns the paths written."""
+  `directory`; returns the paths written. `decision`: metrics.decision's threshold /
+  class_prior for the confusion matrix (None: p > 0.5 / argmax)."""
   y = np.asarray(labels).astype(np.int64).reshape(-1)
   p = metrics_lib.probabilities(logits, num_classes)
-  pred = metrics_lib.hard_predictions(p, num_classes)
+  pred = metrics_lib.predict_classes(p, num_classes, **(decision or {}))
   n = max(num_classes, 2)
   cm = skm.confusion_matrix(y, pred, labels=list(range(n)))
   out = [plot_confusion_matrix(cm, os.path.join(directory, f"confusion_matrix_{split}.png"),

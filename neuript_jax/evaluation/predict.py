@@ -71,9 +71,15 @@ def nll(labels, logits) -> float:
   return float(np.mean(lse - logits[np.arange(len(labels)), labels]))
 
 
-def prediction_metrics(labels, logits, num_classes) -> dict:
-  """compute_metrics plus "nll"."""
-  m = metrics_lib.compute_metrics(labels, logits, num_classes)
+def prediction_metrics(labels, logits, num_classes, threshold: float = 0.5,
+                       class_prior=None) -> dict:
+  """compute_metrics (hard predictions by `threshold` / `class_prior`: metrics.decision) plus
+  "nll" and "balanced_accuracy_half" (the balanced accuracy of the p > 0.5 / argmax rule)."""
+  m = metrics_lib.compute_metrics(labels, logits, num_classes, threshold=threshold,
+                                  class_prior=class_prior)
+  m["balanced_accuracy_half"] = (
+      m["balanced_accuracy"] if threshold == 0.5 and class_prior is None else
+      metrics_lib.compute_metrics(labels, logits, num_classes)["balanced_accuracy"])
   m["nll"] = nll(labels, logits)
   return m
 
@@ -93,15 +99,17 @@ def selection_score(m: dict, name: str) -> float:
   return -math.inf if math.isnan(v) else v
 
 
-def write_run_plots(workdir: str, preds: dict, num_classes: int, class_names=None) -> None:
+def write_run_plots(workdir: str, preds: dict, num_classes: int, class_names=None,
+                    decision=None) -> None:
   """confusion_matrix_{val,test}.png, roc_test.png, pr_test.png and curves.png (metrics.jsonl)
-  in `workdir`; preds: {"val"/"test": (labels, logits)} of the selected checkpoint."""
+  in `workdir`; preds: {"val"/"test": (labels, logits)} of the selected checkpoint; decision:
+  the run's threshold / class_prior (metrics.decision)."""
   from neuript_jax.evaluation import plots
   if class_names is not None and len(class_names) != max(num_classes, 2):
     class_names = None
   for split, (labels, logits) in preds.items():
     plots.write_prediction_plots(workdir, split, labels, logits, num_classes, class_names,
-                                 curves=split == "test")
+                                 curves=split == "test", decision=decision)
   plots.plot_training_curves(os.path.join(workdir, "metrics.jsonl"),
                              os.path.join(workdir, "curves.png"), os.path.basename(workdir))
   logging.info("plots written to %s", workdir)

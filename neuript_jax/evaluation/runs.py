@@ -82,7 +82,8 @@ def evaluate(checkpoint: str, data, split: str = "test", batch_size: int = 64,
              window_len="config", plots_dir: str | None = None) -> dict:
   """Metrics of a fine-tuned checkpoint on `split` of `data`; with `plots_dir`, also
   confusion_matrix_<split>.png, roc_<split>.png, pr_<split>.png there (and curves.png from
-  the run's metrics.jsonl when it has one)."""
+  the run's metrics.jsonl when it has one). Hard predictions use the run's own decision
+  (`run_decision`)."""
   import jax
   from neuript_jax.evaluation import metrics as metrics_lib
   from neuript_jax.evaluation import predict as predict_lib
@@ -98,18 +99,31 @@ def evaluate(checkpoint: str, data, split: str = "test", batch_size: int = 64,
                                                      params))
   predict = loop.compiled_together(jax.jit(make_predict(model_cfg)), "evaluate_predict")
   labels, logits = predict_lib.predict_split(predict, params, data_cfg, mesh, batch_size)
-  m = predict_lib.prediction_metrics(labels, logits, model_cfg.num_classes)
-  m.update(checkpoint=step_dir, data=list(data), split=split,
+  decision = run_decision(checkpoint)
+  m = predict_lib.prediction_metrics(labels, logits, model_cfg.num_classes, **decision)
+  m.update(checkpoint=step_dir, data=list(data), split=split, decision=decision,
            paper_metrics=list(metrics_lib.paper_metrics(model_cfg.num_classes)))
   if plots_dir and jax.process_index() == 0:       # one writer with several processes
     from neuript_jax.evaluation import plots
     names = predict_lib.label_names(data_cfg)
     names = names if names and len(names) == max(model_cfg.num_classes, 2) else None
-    plots.write_prediction_plots(plots_dir, split, labels, logits, model_cfg.num_classes, names)
+    plots.write_prediction_plots(plots_dir, split, labels, logits, model_cfg.num_classes,
+                                 names, decision=decision)
     log = os.path.join(find_run(checkpoint)[0], "metrics.jsonl")
     if os.path.exists(log):
       plots.plot_training_curves(log, os.path.join(plots_dir, "curves.png"))
   return m
+
+
+def run_decision(checkpoint: str) -> dict:
+  """The run's fixed decision (results.json "decision": threshold / class_prior chosen at
+  training time by its decision_rule), or the p > 0.5 / argmax rule for runs without one."""
+  path = os.path.join(find_run(checkpoint)[0], RESULTS)
+  decision = None
+  if os.path.exists(path):
+    with open(path) as f:
+      decision = json.load(f).get("decision")
+  return dict(decision) if decision else {"threshold": 0.5, "class_prior": None}
 
 
 def is_finetuned(checkpoint: str) -> bool:

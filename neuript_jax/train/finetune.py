@@ -23,6 +23,7 @@ rerun with the same command continues exactly where the last checkpoint left it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -39,7 +40,7 @@ from neuript_jax.data import pipeline
 from neuript_jax.evaluation import encoders
 from neuript_jax.evaluation import metrics as metrics_lib
 from neuript_jax.evaluation import predict as predict_lib
-from neuript_jax.files import atomic_write_text
+from neuript_jax.files import atomic_write_bytes, atomic_write_text
 from neuript_jax.model import Stage2Model, dummy_inputs
 from neuript_jax.train import checkpoint as ckpt_lib
 from neuript_jax.train import loop
@@ -49,6 +50,7 @@ from neuript_jax.train import optim, step as step_lib
 from neuript_jax.train import validate
 
 RESULTS = "results.json"
+PREDICTIONS = "predictions.npz"   # the selected checkpoint's {val,test}_{labels,logits}
 RUN_CONFIG = "finetune_config.json"
 NonFiniteError = loop.NonFiniteError
 
@@ -175,6 +177,13 @@ def aot_compile(config, model_cfg, mesh, rules=mesh_lib.DEFAULT_RULES):
   cls_num = np.ones(max(model_cfg.num_classes, 2))
   return _train_step(config, model_cfg, tx, schedule, cls_num, 0, state_shard, mesh).lower(
       state, batch).compile()
+
+
+def _npz(preds: dict) -> bytes:
+  buf = io.BytesIO()
+  np.savez(buf, **{f"{split}_{kind}": np.asarray(a) for split, (labels, logits) in preds.items()
+                   for kind, a in (("labels", labels), ("logits", logits))})
+  return buf.getvalue()
 
 
 def _write_json(path: str, obj) -> None:
@@ -344,11 +353,17 @@ def train(config, workdir: str) -> dict:
                sel.s["best_step"], config.select_metric, config.test_split)
   preds = {name: predict_lib.predict_split(predict, best, data, mesh, config.eval_batch_size)
            for name, data in (("val", val_data), ("test", test_data))}
-  val_m, test_m = (predict_lib.prediction_metrics(*preds[k], model_cfg.num_classes)
+  rule = config.get("decision_rule", "half")
+  decision = metrics_lib.decision(
+      rule, model_cfg.num_classes, val_labels=preds["val"][0], val_scores=preds["val"][1],
+      train_counts=class_counts(train_data, model_cfg.num_classes) if rule == "prior" else None)
+  val_m, test_m = (predict_lib.prediction_metrics(*preds[k], model_cfg.num_classes, **decision)
                    for k in ("val", "test"))
+  if loop.is_writer():
+    atomic_write_bytes(os.path.join(workdir, PREDICTIONS), _npz(preds))
   results = {
       "validation": val_m, "test": test_m, "selected_step": sel.s["best_step"],
-      "select_metric": config.select_metric, "steps_trained": int(jax.device_get(state["step"])),
+      "select_metric": config.select_metric, "decision_rule": rule, "decision": decision, "steps_trained": int(jax.device_get(state["step"])),
       "total_steps": total_steps, "stopped_early": bool(sel.s["stopped"]),
       "num_classes": model_cfg.num_classes,
       "paper_metrics": list(metrics_lib.paper_metrics(model_cfg.num_classes)),
@@ -360,5 +375,5 @@ def train(config, workdir: str) -> dict:
   logging.info("test (%s): %s", config.test_split, metrics_lib.format_metrics(test_m))
   if loop.is_writer():
     predict_lib.write_run_plots(workdir, preds, model_cfg.num_classes,
-                                predict_lib.label_names(train_data))
+                                predict_lib.label_names(train_data), decision)
   return results

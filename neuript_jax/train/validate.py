@@ -274,6 +274,12 @@ def check_finetune(config, *, n_devices: int, n_processes: int,
   names = tuple(metrics_lib.METRIC_NAMES) + ("nll",)
   if config.select_metric not in names:
     _fail("select_metric", config.select_metric, f"must be one of {', '.join(names)}")
+  rule = config.get("decision_rule", "half")
+  if rule not in metrics_lib.DECISION_RULES:
+    _fail("decision_rule", rule, f"must be one of {', '.join(metrics_lib.DECISION_RULES)}")
+  if rule == "validation" and config.model.num_classes > 2:
+    _fail("decision_rule", rule, f"is defined for binary tasks only (model.num_classes="
+          f"{config.model.num_classes}); use \"prior\" or \"half\"")
   check_model_and_window(config, data_summary)
   _check_init_from(config, special=("pretrain_demo",))
   plan = {"mesh": mesh_sizes, "steps_per_epoch": None, "total_steps": given_total or None,
