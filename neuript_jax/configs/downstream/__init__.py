@@ -8,7 +8,7 @@ its data_prep recipe (REFERENCE.md §1.4, §5.3, Table 15):
 the dataset's geometry key, classes, window length and the optimisation the paper states for
 it; where it states nothing the README / Table 15 defaults are used and the file says so.
 `:cpu` is a model and budget that trains on a 2-core CPU (configs/finetune.py:tiny sizes,
-tokens of `seg_len` points); only mental_arithmetic.py's has been measured.
+`CPU` below); only mental_arithmetic.py's has been measured.
 
 Settings shared by every file (`build`):
   loss        Bal-BCE (the reference's), K = `bal_bce_k` (Table 15 range 0-0.3; the paper gives
@@ -38,13 +38,15 @@ ARGS = ("paper", "cpu")
 SAMPLING_RATE_HZ = 64.0
 
 # The ":cpu" budget shared by every file (a file's `cpu` dict overrides it): the tiny model
-# (configs/finetune.py:tiny sizes, d_model 32) on tokens of 8 points (T/8 tokens per channel
-# instead of T: the point-level model does not fit a 2-core CPU budget), the tiny preset's
-# OneCycle (peak 1e-3, div 25, final div 1e4), 6 epochs, batch 16, the decision rule "prior"
-# (the reference loss does not correct the class prior; metrics.decision).
-CPU = {"model.seg_len": 8, "epochs": 6, "data.global_batch_size": 16, "optim.lr": 1e-3,
+# (configs/finetune.py:tiny sizes, d_model 32) on point-level tokens like the paper's, the tiny
+# preset's OneCycle (peak 1e-3, div 25, final div 1e4), 4 epochs, batch 16, early-stopping
+# patience 2, the decision rule "prior" (the reference loss does not correct the class prior;
+# metrics.decision). Chosen on MentalArithmetic's validation split: tokens of 8 points peaked
+# at validation AUROC 0.668, point tokens at 0.721 (epoch 1), and validation fell after the
+# first epoch in both, hence 4 epochs and patience 2 (the test split was not looked at).
+CPU = {"model.seg_len": 1, "epochs": 4, "data.global_batch_size": 16, "optim.lr": 1e-3,
        "optim.div_factor": 25.0, "optim.final_div_factor": 1e4, "optim.min_lr": 1e-5,
-       "decision_rule": "prior"}
+       "early_stopping_patience": 2, "decision_rule": "prior"}
 
 
 def downstream_arg(arg: str | None) -> str:
