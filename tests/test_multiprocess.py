@@ -227,19 +227,17 @@ def test_checkpoint_restores_bit_identically_on_other_meshes(fsdp8_run):
   assert out["identical"] == {"1,8,1,1": True, "2,2,1,1": True, "1,1,1,1": True}, out
 
 
-def test_resume_on_two_processes_and_on_one_device(fsdp8_run, one_process, logdir, shards,
-                                                   tmp_path):
-  """Steps 7-12 after the mesh change match an uninterrupted run on the new mesh."""
+def test_resume_on_two_processes(fsdp8_run, one_process, logdir, shards, tmp_path):
+  """Steps 7-12 after the mesh change (1 process x fsdp 8 -> 2 processes x data 2 x fsdp 2)
+  match an uninterrupted run on the new mesh. (The restore onto one device is checked leaf by
+  leaf above; a 1-device resume was dropped to keep the suite inside CI's time.)"""
   two = resumed_copy(fsdp8_run, str(tmp_path / "to_2x2"))
   pretrain(two, shards, 2, 2, logdir, *MESH_2x2).wait()
-  one = resumed_copy(fsdp8_run, str(tmp_path / "to_1"))
-  pretrain(one, shards, 1, 1, logdir, "--config.mesh.data=1").wait()
   # The uninterrupted reference is the 4-device run: outside a mesh context the model's
   # numbers do not depend on the mesh beyond float rounding (tests/test_sharding.py).
-  for wd, want in ((two, one_process[1]), (one, one_process[1])):
-    got = losses(wd)
-    assert sorted(got) == list(range(1, 13))
-    assert_close(got, want, range(7, 13), rtol=1e-4)
+  got = losses(two)
+  assert sorted(got) == list(range(1, 13))
+  assert_close(got, one_process[1], range(7, 13), rtol=1e-4)
 
 
 def test_iterator_continues_at_the_global_position_across_process_counts(shards):
