@@ -80,17 +80,8 @@ def command(workdir, shards, init_from, *extra):
           *MODEL, *RUN, *extra]
 
 
-def env():
-  # Subprocesses share compiled programs through JAX's persistent cache (same HLO).
-  e = dict(os.environ)
-  e.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".pytest_cache", "jax_cache"))
-  e.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-  return e
-
-
 def run(cmd, timeout=900):
-  res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                       env=env())
+  res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
   assert res.returncode == 0, res.stderr[-4000:]
   return res
 
@@ -197,7 +188,7 @@ def test_sigkill_then_resume_gives_identical_run(shards, npz, uninterrupted, tmp
   wd_a, _ = uninterrupted
   wd = str(tmp_path / "ft_b")
   proc = subprocess.Popen(command(wd, shards, npz[0]), cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, env=env())
+                          stderr=subprocess.PIPE, text=True)
   # The event: checkpoint 2 is finished (its folder renamed into place); kill right then.
   target = os.path.join(wd, "checkpoints", "2")
   start = time.time()

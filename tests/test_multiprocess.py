@@ -52,8 +52,6 @@ def env(devices: int) -> dict:
   e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   e["JAX_PLATFORMS"] = "cpu"
   e["JAX_CPU_COLLECTIVES_IMPLEMENTATION"] = "gloo"
-  e.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".pytest_cache", "jax_cache"))
-  e.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   return e
 
 
