@@ -3,7 +3,6 @@ the SVM probe follows the paper's sampling/grid; launch.embed exports IILP featu
 the pooled per-block maps) with the records' metadata; launch.probe writes the comparison."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import pytest
 
 from neuript_jax.evaluation import probes
 from tests.conftest import REPO
-from tests.test_finetune import MODEL, env, model_cfg, reference_npz, shards  # noqa: F401
+from tests.test_finetune import MODEL, model_cfg, reference_npz, shards  # noqa: F401
 
 
 def planted(n, f=12, num_classes=2, signal=True, seed=0):
@@ -84,7 +83,7 @@ def npz(tmp_path_factory):
 
 def launch(module, *args):
   res = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
-                       text=True, timeout=900, env=env())
+                       text=True, timeout=900)
   assert res.returncode == 0, res.stderr[-4000:]
   return res
 

@@ -22,7 +22,7 @@ from neuript_jax.sweep import datasets as datasets_lib
 from neuript_jax.sweep import overrides, plan, records, runner, summary
 from neuript_jax.sweep.overrides import SweepError
 from tests.conftest import REPO
-from tests.test_finetune import MODEL, RUN, env, shards  # noqa: F401  (shards: fixture)
+from tests.test_finetune import MODEL, RUN, shards  # noqa: F401  (shards: fixture)
 
 FAKE = "tests.fake_finetune"
 TUEV_LABELS = ["spsw", "gped", "pled", "eyem", "artf", "bckg"]
@@ -538,7 +538,7 @@ def test_tiny_sweep_through_finetune(shards, tmp_path):  # noqa: F811
   res = subprocess.run(sweep_cmd(wd, "--datasets=synth", f"--data=synth={shards}",
                                  "--seeds=0,1", "--grid=optim.lr=1e-3", "--set=init_from=",
                                  "--parallel=2", *sets),
-                       cwd=REPO, capture_output=True, text=True, timeout=900, env=env())
+                       cwd=REPO, capture_output=True, text=True, timeout=900)
   assert res.returncode == 0, res.stdout + res.stderr[-4000:]
   rows = read_rows(wd)
   assert [(r["seed"], r["status"]) for r in rows] == [(0, "finished"), (1, "finished")]
@@ -563,5 +563,5 @@ def test_tiny_sweep_through_finetune(shards, tmp_path):  # noqa: F811
   again = subprocess.run(sweep_cmd(wd, "--datasets=synth", f"--data=synth={shards}",
                                    "--seeds=0,1", "--grid=optim.lr=1e-3", "--set=init_from=",
                                    *sets),
-                         cwd=REPO, capture_output=True, text=True, timeout=300, env=env())
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and "2 already done or skipped, 0 to run" in again.stdout
