@@ -76,17 +76,15 @@ def mesh_shape(config, topology) -> list[int]:
 
 
 def compile_step(config, model_cfg, mesh, stage: int):
-  """The compiled train step. The mesh is the tracing context (an abstract mesh: eager setup
-  ops still run on the host) so that per-device kernels (Pallas attention) see its axes."""
-  import jax
+  """The compiled train step, traced under `mesh` as the training loops trace it
+  (loop.traced_under), so per-device code (Pallas attention, PMoE groups) sees its axes."""
   from neuript_jax.bench import tpu
   from neuript_jax.train import mesh as mesh_lib
   rules = tuple(config.logical_axis_rules or mesh_lib.DEFAULT_RULES)
-  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-    if stage == 1:
-      from neuript_jax.train.pretrain import aot_compile
-      return aot_compile(config, model_cfg, mesh, rules)
-    return tpu.aot_compile_finetune(config, model_cfg, mesh, rules)
+  if stage == 1:
+    from neuript_jax.train.pretrain import aot_compile
+    return aot_compile(config, model_cfg, mesh, rules)
+  return tpu.aot_compile_finetune(config, model_cfg, mesh, rules)
 
 
 def measure(config, model_cfg, mesh, stage, topology, rows: int, per_chip: int) -> dict:

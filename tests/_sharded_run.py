@@ -33,15 +33,18 @@ def run(shape, n_dev):
   config.model.dec_expert = (0, 0, 0, 0)
   config.model.cross_expert = (0, 0, 0, 0)
   config.model.dropout = 0.0
+  config.model.moe_groups = 8       # one routing group per window: the same routing on any mesh
   config.total_steps = 4
   model_cfg = to_model_config(config.model)
   mesh = mesh_lib.make_mesh(shape, jax.devices()[:n_dev])
   state, train_step, _, _ = pretrain.setup(config, model_cfg, mesh)
   rng = np.random.default_rng(0)
   losses = []
-  for _ in range(config.total_steps):
+  for i in range(config.total_steps):
     x = rng.standard_normal((8, model_cfg.T, model_cfg.data_dim)).astype(np.float32)
     gb = jax.device_put({"x": x}, {"x": mesh_lib.batch_sharding(mesh, 3)})
+    if i == 0:   # the step as traced by the loop: the model saw the mesh (batch constraints)
+      constraints = train_step.lower(state, gb).as_text().count("sharding_constraint")
     state, m = train_step(state, gb)
     losses.append(float(m["loss"]))
   p = state["params"]
@@ -55,6 +58,7 @@ def run(shape, n_dev):
       "qk_spec": str(qk.sharding.spec),
       "qk_shard_shape": list(qk.sharding.shard_shape(qk.shape)),
       "devices": len(mesh.devices.flat),
+      "sharding_constraints": constraints,
   }), flush=True)
 
 

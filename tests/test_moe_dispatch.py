@@ -1,4 +1,6 @@
-"""Dropless PMoE: the sorted jax.lax.ragged_dot dispatch equals the [E, N, d] buffer dispatch."""
+"""PMoE dispatch and routing groups: the sorted jax.lax.ragged_dot dispatch equals the
+[E, N, d] buffer dispatch; fixed routing groups route each group's windows on their own; under
+a mesh each batch shard routes its own tokens."""
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +37,34 @@ def test_ragged_equals_buffer(experts, renormalize):
   # The routed experts really contribute (not only the shared expert).
   expert_grad = g_r[0]["params"]["experts"]["wo_kernel"].value
   assert all(float(jnp.abs(expert_grad[e]).sum()) > 0 for e in range(experts))
+
+
+@pytest.mark.parametrize("routing,dispatch", [("capacity", "buffer"), ("dropless", "ragged")])
+def test_fixed_groups_route_each_group_on_its_own(routing, dispatch):
+  """groups=2 without any mesh: the output is the two halves of the batch routed separately
+  (each with its own capacity), the aux loss their mean; one group differs (capacity is
+  shared, so other tokens are dropped)."""
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 6, 16)), jnp.float32)
+  make = lambda g: MoE(3, 0.5, 12, 20, noise_std=0.0, routing=routing, dispatch=dispatch,
+                       groups=g)
+  params = make(0).init(jax.random.key(0), x)
+  run = lambda g, x: make(g).apply(params, x, deterministic=False)
+  halves = [run(1, x[:2]), run(1, x[2:])]
+  y, aux = run(2, x)
+  np.testing.assert_allclose(np.asarray(y), np.concatenate([np.asarray(h[0]) for h in halves]),
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(float(aux), np.mean([float(h[1]) for h in halves]), rtol=1e-6)
+  if routing == "capacity":
+    assert not np.allclose(np.asarray(run(1, x)[0]), np.asarray(y), atol=1e-4)
+
+
+def test_groups_that_do_not_divide_the_tokens_are_refused():
+  x = jnp.zeros((3, 5, 16), jnp.float32)
+  moe = MoE(3, 0.5, 12, 20, groups=2)
+  with pytest.raises(ValueError, match="moe_groups 2 does not divide the 15 tokens"):
+    moe.init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="moe_groups must be an int >= 0"):
+    ModelConfig(moe_groups=-1)
 
 
 def test_bad_dispatch_name_is_refused():

@@ -1,5 +1,6 @@
 """1 device vs 8 simulated devices: layouts over the data, FSDP, expert and tensor axes give the
-same losses, and the parameters really are sharded."""
+same losses (fixed PMoE routing groups, model.moe_groups), the parameters really are sharded,
+and the train step is traced under its mesh (the model's batch-shard constraints are in it)."""
 
 import json
 import os
@@ -41,6 +42,8 @@ def test_sharded_losses_equal_single_device(results, layout):
   np.testing.assert_allclose(res["losses"], single["losses"], rtol=2e-4, atol=2e-5)
   assert single["losses"][0] != single["losses"][-1]      # the steps really train
   assert single["qk_shard_shape"] == [32, 32]
+  assert single["sharding_constraints"] == 0          # one device: no batch shards to keep
+  assert res["sharding_constraints"] > 0, res         # the loop's step saw the mesh
   if layout == "data_fsdp":
     assert "fsdp" in res["qk_spec"] and res["qk_shard_shape"] == [8, 32]
   elif layout == "expert_tensor":

@@ -118,6 +118,20 @@ def test_eval_batch_size_not_divisible():
   _raises(lambda: _check_f(_finetune(eval_batch_size=30), n_devices=4), "eval_batch_size", 30)
 
 
+def test_moe_groups_must_divide_every_batch():
+  msg = _raises(lambda: _check_p(_pretrain(model__moe_groups=3)), "model.moe_groups", 3)
+  assert "data.global_batch_size=" in msg
+  msg = _raises(lambda: _check_f(_finetune(model__moe_groups=8, data__global_batch_size=16,
+                                           eval_batch_size=12)), "model.moe_groups", 8)
+  assert "eval_batch_size=12" in msg
+  assert _check_p(_pretrain(model__moe_groups=4, data__global_batch_size=8))["mesh"]
+
+
+def test_negative_moe_groups_is_an_error():
+  with pytest.raises(ConfigError, match="moe_groups must be an int >= 0"):
+    _check_p(_pretrain(model__moe_groups=-1))
+
+
 def test_unknown_mesh_axis():
   c = _pretrain()
   c.mesh.model = 2

@@ -111,7 +111,8 @@ def embed_splits(checkpoint: str, data, splits, config=None, batch_size: int = 6
   mesh = mesh_lib.make_mesh([-1, 1, 1, 1])
   params = loop.place(params, jax.tree_util.tree_map(lambda _: mesh_lib.replicated(mesh),
                                                      params))
-  fn = loop.compiled_together(jax.jit(make_feature_fn(model_cfg, blocks)), "embed_features")
+  features = loop.traced_under(mesh, make_feature_fn(model_cfg, blocks))
+  fn = loop.compiled_together(jax.jit(features), "embed_features")
   results = {}
   for split in splits:
     data_cfg = split_data_config(data, split, batch_size, trained, window_len)

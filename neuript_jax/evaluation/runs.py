@@ -97,7 +97,8 @@ def evaluate(checkpoint: str, data, split: str = "test", batch_size: int = 64,
   mesh = mesh_lib.make_mesh([-1, 1, 1, 1])
   params = loop.place(params, jax.tree_util.tree_map(lambda _: mesh_lib.replicated(mesh),
                                                      params))
-  predict = loop.compiled_together(jax.jit(make_predict(model_cfg)), "evaluate_predict")
+  predict = loop.compiled_together(jax.jit(loop.traced_under(mesh, make_predict(model_cfg))),
+                                   "evaluate_predict")
   labels, logits = predict_lib.predict_split(predict, params, data_cfg, mesh, batch_size)
   decision = run_decision(checkpoint)
   m = predict_lib.prediction_metrics(labels, logits, model_cfg.num_classes, **decision)

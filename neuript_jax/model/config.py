@@ -60,6 +60,9 @@ class ModelConfig:
                                   # "pallas" (model/attention.py; "auto": Pallas on TPU, cuDNN
                                   # on GPU, "fused" on CPU; see for_platform)
   moe_dispatch: str = "auto"      # dropless PMoE: "auto" | "buffer" | "ragged" (model/moe.py)
+  moe_groups: int = 0             # PMoE routing groups per batch: 0 = one per batch shard of
+                                  # the mesh (numbers depend on it); N > 0 = N groups of B / N
+                                  # windows on any mesh (model/moe.py)
   remat: str = "none"             # "none" or a jax.checkpoint policy per TSA layer: "block"
                                   # (= "nothing_saveable"), "dots_saveable",
                                   # "dots_with_no_batch_dims_saveable" (model/tsa.py)
@@ -81,6 +84,9 @@ class ModelConfig:
       raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
     if self.moe_dispatch not in MOE_DISPATCHES:
       raise ValueError(f"moe_dispatch must be one of {MOE_DISPATCHES}, got {self.moe_dispatch!r}")
+    if not isinstance(self.moe_groups, int) or self.moe_groups < 0:
+      raise ValueError(f"moe_groups must be an int >= 0 (0: one routing group per batch shard "
+                       f"of the mesh), got {self.moe_groups!r}")
     if self.remat not in REMAT_OPTIONS:
       raise ValueError(f"remat must be one of {REMAT_OPTIONS}, got {self.remat!r}")
     if self.data is None and self.channels is None:

@@ -1,9 +1,10 @@
 """What the model's per-device code knows of the mesh it is compiled for.
 
-The training code (train/mesh.py) names the mesh axes ("data", "fsdp", "expert", "tensor") and
-sets the mesh as the tracing context (jax.set_mesh / jax.sharding.use_abstract_mesh). Code that
-must see per-device shards (Pallas kernels, per-replica MoE routing) reads that context here;
-without one (tests, a single device) everything is one shard.
+The training code names the mesh axes ("data", "fsdp", "expert", "tensor"; train/mesh.py) and
+traces every jitted model function with its mesh as the context (train/loop.traced_under:
+jax.sharding.use_abstract_mesh; jax.set_mesh works too). Code that must see per-device shards
+(Pallas kernels, per-shard PMoE routing groups) reads that context here; without one (tests,
+a single device) everything is one shard.
 """
 
 from __future__ import annotations

@@ -14,6 +14,14 @@ Routing modes (Quirks.moe_routing):
       expert matmul (grouped GEMM), outputs scattered back (N * k rows on GPU/TPU; XLA CPU
       emulates ragged_dot densely, E * N * k rows, so "buffer" is faster there);
     "auto": "ragged" on accelerators, "buffer" on CPU.
+
+Routing groups (ModelConfig.moe_groups): the b-major tokens are split into G equal groups and
+each group is routed on its own (its own capacity floor(N / (G E)) and its own aux loss; the
+aux loss is the groups' mean), as each data-parallel replica of the reference's DDP run routes
+its own batch. G = moe_groups when > 0 (the same numbers on every mesh; each device routes its
+own groups when G is a multiple of the mesh's batch shards), else one group per batch shard of
+the mesh being compiled for (loop.traced_under; 1 without a mesh), so the numbers of capacity
+routing and of the aux loss depend on the number of batch shards.
 """
 
 from __future__ import annotations
@@ -116,6 +124,7 @@ class MoE(nn.Module):
   renormalize: bool = False
   dtype: jnp.dtype = jnp.float32
   dispatch: str = "auto"          # dropless only: "auto" | "buffer" | "ragged"
+  groups: int = 0                 # routing groups; 0: one per batch shard of the context mesh
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
@@ -137,10 +146,13 @@ class MoE(nn.Module):
     selected = onehot.sum(1) > 0                                 # [N, E]
     weight = jnp.einsum("nk,nke->ne", top_p, onehot)             # [N, E]
 
-    # Routing groups: one per batch shard of the mesh (what each data-parallel replica of the
-    # reference's DDP run routes: its own tokens, its own capacity), one without a mesh. Tokens
-    # are b-major, so group j is shard j's tokens and everything below stays on its device.
-    g = batch_shards(n)
+    # Routing groups (module docstring): `groups`, else one per batch shard of the mesh. Tokens
+    # are b-major, so group j is windows [j B/G, (j+1) B/G) and, when G is a multiple of the
+    # batch shards, everything below stays on the device that holds them.
+    g = self.groups or batch_shards(n)
+    if n % g:
+      raise ValueError(f"moe_groups {g} does not divide the {n} tokens of this PMoE input "
+                       f"{shape}: the batch of windows must be a multiple of moe_groups")
     ng = n // g
     grouped = lambda a: shard_batch(a.reshape((g, ng) + a.shape[1:]))
     aux = (jnp.zeros((), jnp.float32) if deterministic

@@ -24,7 +24,7 @@ def make_ffn(cfg: ModelConfig, num_experts: int, name: str):
     return SwiGLU(cfg.d_ff, dtype, name=name)
   return MoE(num_experts, cfg.top_k, cfg.hidden_dim, cfg.hidden_dim_shared, cfg.noise_std,
              cfg.w_importance, cfg.quirks.moe_routing, cfg.quirks.moe_renormalize, dtype,
-             cfg.moe_dispatch, name=name)
+             cfg.moe_dispatch, cfg.moe_groups, name=name)
 
 
 def apply_ffn(ffn, x, deterministic):

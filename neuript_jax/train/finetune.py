@@ -136,7 +136,7 @@ def _train_step(config, model_cfg, tx, schedule, cls_num, freeze_steps, state_sh
   step = step_lib.make_finetune_step(model_cfg, tx, schedule,
                                      make_loss(config, model_cfg, cls_num), config.aux_weight,
                                      freeze_steps)
-  return jax.jit(step, in_shardings=(state_shard, b_shard),
+  return jax.jit(loop.traced_under(mesh, step), in_shardings=(state_shard, b_shard),
                  out_shardings=(state_shard, mesh_lib.replicated(mesh)), donate_argnums=(0,))
 
 
@@ -155,7 +155,7 @@ def setup(config, model_cfg, mesh, rules, total_steps: int, freeze_steps: int, c
                                           loop.rng_key(config.seed, "train"))
   train_step = _train_step(config, model_cfg, tx, schedule, cls_num, freeze_steps, state_shard,
                            mesh)
-  predict = jax.jit(step_lib.make_predict(model_cfg),
+  predict = jax.jit(loop.traced_under(mesh, step_lib.make_predict(model_cfg)),
                     in_shardings=(state_shard["params"], mesh_lib.batch_sharding(mesh, 3)),
                     out_shardings=mesh_lib.replicated(mesh))
   return state, train_step, predict

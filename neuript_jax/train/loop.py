@@ -1,7 +1,8 @@
 """What the pretraining and the fine-tuning loops share.
 
 - RNG streams: one config seed, a fixed offset per use (`rng_key`).
-- Mesh from config, logical-axis rules, the data-shape check.
+- Mesh from config, logical-axis rules, the data-shape check; model functions traced with
+  the mesh as their context (`traced_under`).
 - Sharded state: params initialised straight into their shardings (eval_shape + jit),
   optimizer moments sharded like their parameter; the abstract state for AOT compiles and for
   restoring a checkpoint onto any mesh.
@@ -14,6 +15,7 @@ State is a plain dict pytree: {"params", "opt_state", "step" (int32), "rng" (uin
 
 from __future__ import annotations
 
+import functools
 import signal
 from typing import Callable
 
@@ -46,6 +48,22 @@ def make_mesh(config):
   """The (data, fsdp, expert, tensor) mesh of config.mesh over all devices."""
   m = config.mesh
   return mesh_lib.make_mesh([m.data, m.fsdp, m.expert, m.tensor])
+
+
+def traced_under(mesh, fn: Callable) -> Callable:
+  """fn traced with `mesh` as the context mesh (jax.sharding.use_abstract_mesh), for jax.jit.
+
+  The model's per-device code reads the mesh it is compiled for from that context
+  (model/mesh_axes.py): activations kept on their batch shard, PMoE routing groups per batch
+  shard, Pallas kernels in a shard_map. Without it a jitted step sees no mesh and the SPMD
+  partitioner is free to gather the whole global batch onto every device. On a mesh whose
+  batch axes have size 1 nothing changes.
+  """
+  @functools.wraps(fn)
+  def traced(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+  return traced
 
 
 def axis_rules(config) -> tuple:

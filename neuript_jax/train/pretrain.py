@@ -70,7 +70,8 @@ def load_init_params(path: str, model_cfg, abstract_params):
 def _train_step(config, model_cfg, tx, schedule, state_shard, mesh):
   step = step_lib.make_pretrain_step(model_cfg, config.masking, tx, schedule, config.loss_p,
                                      config.aux_weight)
-  return jax.jit(step, in_shardings=(state_shard, {"x": mesh_lib.batch_sharding(mesh, 3)}),
+  return jax.jit(loop.traced_under(mesh, step),
+                 in_shardings=(state_shard, {"x": mesh_lib.batch_sharding(mesh, 3)}),
                  out_shardings=(state_shard, mesh_lib.replicated(mesh)), donate_argnums=(0,))
 
 
@@ -168,8 +169,8 @@ def train(config, workdir: str) -> dict:
   if data_state is not None:
     it.set_state(pipeline.iterator_state_from_json(data_state))
 
-  eval_step = loop.compiled_together(jax.jit(step_lib.make_pretrain_eval_step(
-      model_cfg, config.masking, config.loss_p)), "pretrain_eval")
+  eval_fn = step_lib.make_pretrain_eval_step(model_cfg, config.masking, config.loss_p)
+  eval_step = loop.compiled_together(jax.jit(loop.traced_under(mesh, eval_fn)), "pretrain_eval")
   writer = metrics_lib.MetricWriter(workdir, config.total_steps, enabled=loop.is_writer())
   total, gbs = plan["total_steps"], int(config.data.global_batch_size)
   log_every, eval_every = plan["log_every"], plan["eval_every"]

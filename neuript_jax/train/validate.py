@@ -121,6 +121,19 @@ def check_batch(field: str, value, mesh_sizes: dict, n_processes: int) -> None:
           f"of the {n_processes} processes (each process feeds its own rows)")
 
 
+def check_moe_groups(config, batch_fields) -> None:
+  """model.moe_groups (PMoE routing groups per batch, model/moe.py) is an int >= 0 that
+  divides every batch the model sees (`batch_fields`); 0 (one group per batch shard) always
+  does, because those batches are checked against the batch mesh axes."""
+  g = _int_field(config, "model.moe_groups", 0, "must be >= 0 (0: one routing group per batch "
+                 "shard of the mesh)")
+  for field in batch_fields:
+    value = _get(config, field)
+    if g and value % g:
+      _fail("model.moe_groups", g, f"does not divide {field}={value} (every batch is split "
+            "into moe_groups routing groups of equal size)")
+
+
 def check_optim(config, total_steps: int) -> None:
   """Schedule name, positive lr, and a warm-up of at least one step when one is asked for."""
   o = config.optim
@@ -228,6 +241,7 @@ def check_pretrain(config, *, n_devices: int, n_processes: int,
              "batches)")
   check_optim(config, total)
   check_model_and_window(config, data_summary)
+  check_moe_groups(config, ("data.global_batch_size",))
   _check_init_from(config)
   epochs = config.data.get("num_epochs")
   if epochs is not None and data_summary is not None:
@@ -281,6 +295,7 @@ def check_finetune(config, *, n_devices: int, n_processes: int,
     _fail("decision_rule", rule, f"is defined for binary tasks only (model.num_classes="
           f"{config.model.num_classes}); use \"prior\" or \"half\"")
   check_model_and_window(config, data_summary)
+  check_moe_groups(config, ("data.global_batch_size", "eval_batch_size"))
   _check_init_from(config, special=("pretrain_demo",))
   plan = {"mesh": mesh_sizes, "steps_per_epoch": None, "total_steps": given_total or None,
           "freeze_steps": None, "log_every": int(config.log_every),
