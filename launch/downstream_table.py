@@ -11,7 +11,9 @@ training split only (the manifest's files whose split is "train"), converted aga
 same recipe into W/pretrain_shards; the validation and test subjects' files are never read
 for it. If those recordings are no longer where the manifest says, the `train` split of the
 shards is used instead (the same windows). Rerunning the same command skips finished runs and
-resumes an interrupted one. The baselines need requirements-bench.txt (braindecode).
+resumes an interrupted one. --records=FOLDER keeps the finished runs' small files there (and
+takes the ones already recorded), so the table continues from a fresh checkout. The baselines
+need requirements-bench.txt (braindecode).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ ROWS = flags.DEFINE_list("rows", ["neuript_scratch", "neuript_aamp", "neuript_ra
 PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 300, "pretraining steps per masking")
 PRETRAIN_BATCH = flags.DEFINE_integer("pretrain_batch", 8, "pretraining global batch")
 EEGNET_EPOCHS = flags.DEFINE_integer("eegnet_epochs", 20, "EEGNet training epochs")
+RECORDS = flags.DEFINE_string("records", "", "a folder of finished runs' small files, synced "
+                              "both ways (e.g. docs/benchmark_records/mental_arithmetic_cpu: "
+                              "the seeds measured so far are taken from it, new ones added)")
 CACHE = flags.DEFINE_string("compilation_cache", "", "JAX persistent compilation cache "
                             "folder (default WORKDIR/jax_cache: the seeds and NeurIPT rows "
                             "share one compiled program)")
@@ -86,7 +91,8 @@ def main(argv):
   table = downstream_table.run_table(
       DATASET.value, shards, str(root), [int(s) for s in SEEDS.value], SIZE.value,
       rows=ROWS.value, pretrain_shards=pretrain_shards, pretrain_steps=PRETRAIN_STEPS.value,
-      pretrain_batch=PRETRAIN_BATCH.value, eegnet_epochs=EEGNET_EPOCHS.value, failed=failed)
+      pretrain_batch=PRETRAIN_BATCH.value, eegnet_epochs=EEGNET_EPOCHS.value, failed=failed,
+      records=RECORDS.value or None)
   print((root / "summary.md").read_text())
   logging.info("rows done: %s", {k: v["n"] for k, v in table.items()})
   for row, seed, error in failed:

@@ -91,15 +91,13 @@ def test_one_finetuning_on_four_real_subjects(tmp_path):
   assert again["balanced_accuracy"] == pytest.approx(on_disk["test"]["balanced_accuracy"])
 
 
-def test_table_summary_from_finished_runs(tmp_path):
-  """bench.downstream_table's summary on two fake rows: mean ± std over seeds, every seed,
-  the paper's rows, the rows not measured, and the ROC plot."""
+def _fake_runs(root, runs, rng):
+  """Finished runs as bench.downstream_table writes them: {row: seeds} under root/runs."""
   from neuript_jax.bench import downstream_table as table
   from neuript_jax.evaluation import metrics, predict
-  rng = np.random.default_rng(0)
-  for row, seeds in (("neuript_scratch", (0, 1)), ("band_power_lr", (0,))):
+  for row, seeds in runs.items():
     for seed in seeds:
-      d = tmp_path / "runs" / row / f"seed{seed}"
+      d = root / "runs" / row / f"seed{seed}"
       d.mkdir(parents=True)
       labels = np.array([0] * 30 + [1] * 10)
       logits = (rng.normal(size=40) + 2.0 * labels - 1.0)[:, None]     # [N, 1], the model's
@@ -112,6 +110,14 @@ def test_table_summary_from_finished_runs(tmp_path):
                                                 "decision_rule": "prior",
                                                 "decision": decision, "wall_s": 10.0},
                                                default=float))
+
+
+def test_table_summary_from_finished_runs(tmp_path):
+  """bench.downstream_table's summary on two fake rows: mean ± std over seeds, every seed,
+  the paper's rows, the rows not measured, and the ROC plot."""
+  from neuript_jax.bench import downstream_table as table
+  _fake_runs(tmp_path, {"neuript_scratch": (0, 1), "band_power_lr": (0,)},
+             np.random.default_rng(0))
   out = table.write_summary(tmp_path, "mental_arithmetic", 2)
   assert out["neuript_scratch"]["n"] == 2 and out["band_power_lr"]["n"] == 1
   md = (tmp_path / "summary.md").read_text()
@@ -129,3 +135,32 @@ def test_table_summary_from_finished_runs(tmp_path):
   assert float(row0["balanced_accuracy_half"]) == pytest.approx(
       scored["test"]["balanced_accuracy_half"], abs=1e-4)
   assert scored["test"]["balanced_accuracy"] != scored["test"]["balanced_accuracy_half"]
+
+
+def test_table_continues_from_records(tmp_path):
+  """--records: recorded runs are copied into a fresh workdir and not run again, a run that
+  only the workdir has is recorded, nothing on either side is overwritten, and a finished
+  pretraining is recorded but never copied back (its checkpoints are not in the records)."""
+  from neuript_jax.bench import downstream_table as table
+  rng = np.random.default_rng(1)
+  records, work = tmp_path / "records", tmp_path / "work"
+  _fake_runs(records, {"band_power_lr": (0, 1)}, rng)
+  _fake_runs(work, {"band_power_lr": (1,), "eegnet": (0,)}, rng)
+  kept = (work / "runs/band_power_lr/seed1/result.json").read_text()
+  (work / "pretrain_aamp").mkdir()
+  (work / "pretrain_aamp/done.json").write_text('{"wall_s": 5.0, "total_steps": 3}')
+  moved = table.sync_records(work, records)
+  assert moved == {"in": ["runs/band_power_lr/seed0"], "out": ["runs/eegnet/seed0"]}
+  assert (work / "runs/band_power_lr/seed1/result.json").read_text() == kept
+  assert (records / "runs/eegnet/seed0/predictions.npz").exists()
+  assert (records / "pretrain_aamp/done.json").exists()
+  (work / "pretrain_random").mkdir()
+  assert table.sync_records(work, records) == {"in": [], "out": []}
+  # A fresh workdir: every (row, seed) asked for is recorded, so nothing trains (the shards
+  # path does not exist and is never read) and the summary covers the recorded runs.
+  fresh = tmp_path / "fresh"
+  out = table.run_table("mental_arithmetic", str(tmp_path / "no_shards"), str(fresh), [0, 1],
+                        rows=("band_power_lr",), records=str(records))
+  assert out["band_power_lr"]["n"] == 2 and out["eegnet"]["n"] == 1
+  assert not (fresh / "pretrain_aamp").exists()
+  assert "band_power_lr | 1 |" in (fresh / "summary.md").read_text()

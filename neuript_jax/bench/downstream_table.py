@@ -20,6 +20,14 @@ fine-tuning resumes from its checkpoints; a finished pretraining is reused):
   <workdir>/summary.csv, summary.md     every seed and mean ± std per row, the paper's rows
   <workdir>/roc_test.png                one test ROC curve per row (its first seed)
 
+Records (`records`, optional): a folder of the finished runs' small files (`RECORD_FILES`, tens
+of KB per run; kept in git under docs/benchmark_records/) synchronised both ways with the
+workdir (`sync_records`): runs recorded there are copied into the workdir and skipped, new
+runs are copied out as they finish, so a table too long for one machine session continues on
+the next one from a fresh checkout. Pretrainings are recorded (config, losses, wall time) but
+never copied back: a fresh workdir pretrains again (same seed, same losses on the same CPU
+build).
+
 NeurIPT rows: the fine-tuning's results.json scores the selected checkpoint with the config's
 `decision_rule` (metrics.decision: "prior" uses the training class counts, "validation" a
 threshold chosen on the validation split) and keeps the 0.5 rule's balanced accuracy beside it
@@ -52,6 +60,8 @@ ROW_TITLES = {
 PRETRAIN_MODES = {"neuript_aamp": "aamp", "neuript_random": "random"}
 RESULT = "result.json"
 PREDICTIONS = "predictions.npz"
+RECORD_FILES = (RESULT, PREDICTIONS, "results.json", "finetune_config.json", "metrics.jsonl")
+PRETRAIN_RECORD_FILES = ("done.json", "metrics.jsonl", "pretrain_config.json")
 
 
 # -- configs ----------------------------------------------------------------------------------
@@ -86,6 +96,41 @@ def pretrain_config(finetune_cfg, shards: str, mode: str, steps: int, batch: int
   c.eval_every = c.checkpoint_every = c.plot_every = max(1, steps // 3)
   c.eval_split = eval_split or "train"
   return c
+
+
+# -- records ----------------------------------------------------------------------------------
+
+def sync_records(root, records) -> dict:
+  """Finished runs (those with result.json) both ways between the workdir `root` and the
+  `records` folder: {"in": runs copied into root, "out": runs copied into records}. Only
+  `RECORD_FILES` travel (no checkpoints); an existing run on either side is never
+  overwritten. Finished pretrainings' `PRETRAIN_RECORD_FILES` go out only."""
+  import shutil
+  root, records = Path(root), Path(records)
+  moved = {"in": [], "out": []}
+  for src, dst, key in ((records, root, "in"), (root, records, "out")):
+    runs = src / "runs"
+    if not runs.is_dir():
+      continue
+    for result in sorted(runs.glob(f"*/seed*/{RESULT}")):
+      run = result.parent.relative_to(src)
+      if (dst / run / RESULT).exists():
+        continue
+      (dst / run).mkdir(parents=True, exist_ok=True)
+      for name in RECORD_FILES:            # result.json last: it marks the run as done
+        if name != RESULT and (src / run / name).exists():
+          shutil.copyfile(src / run / name, dst / run / name)
+      shutil.copyfile(result, dst / run / (RESULT + ".tmp"))
+      os.replace(dst / run / (RESULT + ".tmp"), dst / run / RESULT)
+      moved[key].append(str(run))
+  for mode in PRETRAIN_MODES.values():
+    d = root / f"pretrain_{mode}"
+    if (d / "done.json").exists() and not (records / d.name / "done.json").exists():
+      (records / d.name).mkdir(parents=True, exist_ok=True)
+      for name in PRETRAIN_RECORD_FILES[::-1]:   # done.json last
+        if (d / name).exists():
+          shutil.copyfile(d / name, records / d.name / name)
+  return moved
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -143,14 +188,15 @@ def run_baseline(row: str, row_dir: Path, splits, num_classes: int, select_metri
 
 def run_table(dataset: str, shards: str, workdir: str, seeds, size: str = "cpu",
               rows=ROWS, pretrain_shards: str | None = None, pretrain_steps: int = 300,
-              pretrain_batch: int = 8, eegnet_epochs: int = 20, failed: list | None = None
-              ) -> dict:
+              pretrain_batch: int = 8, eegnet_epochs: int = 20, failed: list | None = None,
+              records: str | None = None) -> dict:
   """Every (row, seed) not yet done, seed by seed (each row gets its first seed before any row
   gets a second); then the summary. `pretrain_shards`: data_prep output of the training
   subjects' recordings only (its `train` split is read, no evaluation split needed); None:
   the `train` split of `shards` (training subjects only, evaluated on that split too).
   `failed`: a list that receives (row, seed, error) of failed runs, which are then skipped
-  (None: the first failure raises)."""
+  (None: the first failure raises). `records`: a records folder (module docstring) read
+  before the first run and updated after every run."""
   from neuript_jax.configs import downstream
   bad = [r for r in rows if r not in ROWS]
   if bad:
@@ -159,6 +205,9 @@ def run_table(dataset: str, shards: str, workdir: str, seeds, size: str = "cpu",
   root.mkdir(parents=True, exist_ok=True)
   base = downstream.get_config(dataset, size)
   num_classes = int(base.model.num_classes)
+  if records:
+    got = sync_records(root, records)["in"]
+    logging.info("%d finished runs taken from the records in %s", len(got), records)
   pretrained = {}
   for seed in seeds:
     for row in rows:
@@ -182,6 +231,8 @@ def run_table(dataset: str, shards: str, workdir: str, seeds, size: str = "cpu",
       _write_json(row_dir / RESULT, result)
       logging.info("%s seed %d test: %s", row, seed,
                    metrics_lib.format_metrics(result["test"]))
+      if records:
+        sync_records(root, records)
       write_summary(root, dataset, num_classes)
   return write_summary(root, dataset, num_classes)
 
