@@ -20,6 +20,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -142,7 +143,18 @@ class WorkerStartupError(RuntimeError):
         "forkserver and import the main module); otherwise check memory limits.")
 
 
+def _exit_on_interrupt(signum, frame):
+  del frame
+  os._exit(128 + signum)
+
+
 def _init_worker(out_dir: str, recipe: Recipe) -> None:
+  # Ctrl-C reaches every process of the terminal's group. A worker then ends at once and
+  # commits nothing more: the interrupt can land inside a half-done import (scipy.signal is
+  # imported lazily), and a file converted by that broken interpreter would be committed as an
+  # "internal error" rejection that every rerun keeps. Its in-flight file has no state yet, so
+  # the rerun converts it; the parent gets its own KeyboardInterrupt and stops.
+  signal.signal(signal.SIGINT, _exit_on_interrupt)
   _WORKER_STATE["out_dir"] = out_dir
   _WORKER_STATE["recipe"] = recipe
 

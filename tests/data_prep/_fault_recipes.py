@@ -11,29 +11,15 @@ import sys
 
 from data_prep.recipes import generic
 
-_interrupted = False   # per worker process: set by its first SIGINT
-
-
-def _on_sigint(signum, frame):
-  global _interrupted
-  _interrupted = True
-  raise KeyboardInterrupt
-
 
 class HoldingGeneric(generic.Generic):
-  """Converts files named before `hold_from` (name order) and holds on the others until the
-  worker gets a signal, so a test can interrupt a run midway without timing it. A worker that
-  got SIGINT (wherever it was) holds no more files, so it can wind down."""
+  """Converts files named before `hold_from` (name order) and holds on the others until its
+  worker process is ended by a signal, so a test can interrupt a run midway without timing it."""
 
   hold_from = "\uffff"
 
-  def __setstate__(self, state):
-    # Unpickled in each worker process (its main thread) before any file: mark SIGINTs.
-    self.__dict__.update(state)
-    signal.signal(signal.SIGINT, _on_sigint)
-
   def open(self, path, info):
-    while path.name >= self.hold_from and not _interrupted:
+    while path.name >= self.hold_from:
       signal.pause()
     return None
 
