@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -36,7 +37,8 @@ ROWS = flags.DEFINE_list("rows", ["neuript_scratch", "neuript_aamp", "neuript_ra
                                   "band_power_lr", "eegnet"], "rows to run, in this order")
 PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 300, "pretraining steps per masking")
 PRETRAIN_BATCH = flags.DEFINE_integer("pretrain_batch", 8, "pretraining global batch")
-EEGNET_EPOCHS = flags.DEFINE_integer("eegnet_epochs", 20, "EEGNet training epochs")
+EEGNET_EPOCHS = flags.DEFINE_integer(
+    "eegnet_epochs", 100, "EEGNet training epochs (the best validation epoch is kept)")
 RECORDS = flags.DEFINE_string("records", "", "a folder of finished runs' small files, synced "
                               "both ways (e.g. docs/benchmark_records/mental_arithmetic_cpu: "
                               "the seeds measured so far are taken from it, new ones added)")
@@ -88,11 +90,15 @@ def main(argv):
   if any(r in downstream_table.PRETRAIN_MODES for r in ROWS.value):
     pretrain_shards = _training_recordings(shards, DATASET.value, root / "pretrain_shards")
   failed = []
-  table = downstream_table.run_table(
-      DATASET.value, shards, str(root), [int(s) for s in SEEDS.value], SIZE.value,
-      rows=ROWS.value, pretrain_shards=pretrain_shards, pretrain_steps=PRETRAIN_STEPS.value,
-      pretrain_batch=PRETRAIN_BATCH.value, eegnet_epochs=EEGNET_EPOCHS.value, failed=failed,
-      records=RECORDS.value or None)
+  try:
+    table = downstream_table.run_table(
+        DATASET.value, shards, str(root), [int(s) for s in SEEDS.value], SIZE.value,
+        rows=ROWS.value, pretrain_shards=pretrain_shards, pretrain_steps=PRETRAIN_STEPS.value,
+        pretrain_batch=PRETRAIN_BATCH.value, eegnet_epochs=EEGNET_EPOCHS.value, failed=failed,
+        records=RECORDS.value or None)
+  except downstream_table.SettingsMismatchError as e:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from e
   print((root / "summary.md").read_text())
   logging.info("rows done: %s", {k: v["n"] for k, v in table.items()})
   for row, seed, error in failed:

@@ -137,6 +137,28 @@ def test_table_summary_from_finished_runs(tmp_path):
   assert scored["test"]["balanced_accuracy"] != scored["test"]["balanced_accuracy_half"]
 
 
+def test_table_refuses_runs_made_with_other_settings(tmp_path):
+  """A recorded run made with other settings (here EEGNet epochs, or none recorded) stops the
+  command before anything trains, naming the file and the setting; the same setting reuses it."""
+  from neuript_jax.bench import downstream_table as table
+  records = tmp_path / "records"
+  _fake_runs(records, {"eegnet": (0,), "neuript_scratch": (0,)}, np.random.default_rng(2))
+  result = records / "runs/eegnet/seed0/result.json"
+  result.write_text(json.dumps({**json.loads(result.read_text()),
+                                "settings": {"eegnet_epochs": 10}}))
+  no_shards = str(tmp_path / "no_shards")      # never read: nothing may train
+  with pytest.raises(table.SettingsMismatchError, match=r"eegnet/seed0/result.json was made "
+                     r"with eegnet_epochs=10, this command asks for eegnet_epochs=100"):
+    table.run_table("mental_arithmetic", no_shards, str(tmp_path / "a"), [0],
+                    rows=("eegnet",), eegnet_epochs=100, records=str(records))
+  with pytest.raises(table.SettingsMismatchError, match=r"size=\(not recorded\)"):
+    table.run_table("mental_arithmetic", no_shards, str(tmp_path / "b"), [0],
+                    rows=("neuript_scratch",), records=str(records))
+  out = table.run_table("mental_arithmetic", no_shards, str(tmp_path / "c"), [0],
+                        rows=("eegnet",), eegnet_epochs=10, records=str(records))
+  assert out["eegnet"]["n"] == 1
+
+
 def test_table_continues_from_records(tmp_path):
   """--records: recorded runs are copied into a fresh workdir and not run again, a run that
   only the workdir has is recorded, nothing on either side is overwritten, and a finished

@@ -11,8 +11,9 @@ split only, the test split scored once per run:
   band_power_lr    evaluation/baselines.band_power_lr (deterministic: every seed is the same)
   eegnet           evaluation/baselines.eegnet (braindecode), seeded
 
-Workdir layout (resumable: a run whose result.json exists is skipped; an interrupted
-fine-tuning resumes from its checkpoints; a finished pretraining is reused):
+Workdir layout (resumable: a run whose result.json exists is skipped if its "settings" (size,
+pretraining steps and batch, EEGNet epochs: `run_settings`) are the command's, and refused if
+not; an interrupted fine-tuning resumes from its checkpoints; a finished pretraining is reused):
 
   <workdir>/pretrain_<mode>/            pretraining (neuript_jax.train.pretrain.train)
   <workdir>/runs/<row>/seed<k>/         one run: result.json, predictions.npz (test_labels,
@@ -96,6 +97,34 @@ def pretrain_config(finetune_cfg, shards: str, mode: str, steps: int, batch: int
   c.eval_every = c.checkpoint_every = c.plot_every = max(1, steps // 3)
   c.eval_split = eval_split or "train"
   return c
+
+
+def run_settings(row: str, size: str, pretrain_steps: int, pretrain_batch: int,
+                 eegnet_epochs: int) -> dict:
+  """What a run depends on besides its row, seed and data, kept in its result.json as
+  "settings": a finished run made with other settings is refused, never silently reused."""
+  if row.startswith("neuript"):
+    s = {"size": size}
+    if row in PRETRAIN_MODES:
+      s.update(pretrain_steps=int(pretrain_steps), pretrain_batch=int(pretrain_batch))
+    return s
+  return {"eegnet_epochs": int(eegnet_epochs)} if row == "eegnet" else {}
+
+
+class SettingsMismatchError(ValueError):
+  """A finished run in the workdir or the records was made with other settings."""
+
+
+def check_settings(result_path: Path, wanted: dict) -> None:
+  """Raise SettingsMismatchError naming the file and the setting if the finished run at
+  `result_path` was not made with `wanted` (a setting it does not record counts as other)."""
+  got = json.loads(Path(result_path).read_text()).get("settings", {})
+  for k, v in wanted.items():
+    if got.get(k) != v:
+      raise SettingsMismatchError(
+          f"{result_path} was made with {k}={got.get(k, '(not recorded)')}, this command asks "
+          f"for {k}={v}: pass the same flag value, or use another --workdir (and --records "
+          "folder) for the new setting")
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -194,7 +223,7 @@ def run_baseline(row: str, row_dir: Path, splits, num_classes: int, select_metri
 
 def run_table(dataset: str, shards: str, workdir: str, seeds, size: str = "cpu",
               rows=ROWS, pretrain_shards: str | None = None, pretrain_steps: int = 300,
-              pretrain_batch: int = 8, eegnet_epochs: int = 20, failed: list | None = None,
+              pretrain_batch: int = 8, eegnet_epochs: int = 100, failed: list | None = None,
               records: str | None = None) -> dict:
   """Every (row, seed) not yet done, seed by seed (each row gets its first seed before any row
   gets a second); then the summary. `pretrain_shards`: data_prep output of the training
@@ -214,6 +243,12 @@ def run_table(dataset: str, shards: str, workdir: str, seeds, size: str = "cpu",
   if records:
     got = sync_records(root, records)["in"]
     logging.info("%d finished runs taken from the records in %s", len(got), records)
+  def settings_of(row):
+    return run_settings(row, size, pretrain_steps, pretrain_batch, eegnet_epochs)
+  for seed in seeds:       # every finished run is checked before anything trains
+    for row in rows:
+      if (root / "runs" / row / f"seed{seed}" / RESULT).exists():
+        check_settings(root / "runs" / row / f"seed{seed}" / RESULT, settings_of(row))
   pretrained = {}
   for seed in seeds:
     for row in rows:
@@ -233,7 +268,8 @@ def run_table(dataset: str, shards: str, workdir: str, seeds, size: str = "cpu",
         atomic_write_text(str(row_dir / "error.txt"), f"{type(e).__name__}: {e}\n")
         failed.append((row, int(seed), f"{type(e).__name__}: {e}"))
         continue
-      result.update(row=row, seed=int(seed), dataset=dataset, size=size)
+      result.update(row=row, seed=int(seed), dataset=dataset, size=size,
+                    settings=settings_of(row))
       _write_json(row_dir / RESULT, result)
       logging.info("%s seed %d test: %s", row, seed,
                    metrics_lib.format_metrics(result["test"]))
