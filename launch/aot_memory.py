@@ -46,6 +46,11 @@ LAYOUT = flags.DEFINE_enum("layout", "fsdp", ["fsdp", "config"],
 JSON = flags.DEFINE_bool("json", False, "end with one JSON line of the numbers")
 SWEEP = flags.DEFINE_bool("sweep", False, "largest per-chip batch that fits the chip's HBM")
 MAX_COMPILES = flags.DEFINE_integer("max_compiles", 5, "sweep: compiles at most")
+LIVE_TOP = flags.DEFINE_integer(
+    "live_top", 0, "also print what is live at the step's memory peak, by model part, and its "
+    "N largest buffers (bench/hlo_liveness.py; estimated from the scheduled HLO)")
+HLO_OUT = flags.DEFINE_string("hlo_out", None, "write the optimized HLO text of each compile "
+                              "here (PATH, or PATH.<per-chip batch> with --sweep)")
 flags.mark_flag_as_required("topology")
 
 GIB = 2 ** 30
@@ -96,6 +101,15 @@ def measure(config, model_cfg, mesh, stage, topology, rows: int, per_chip: int) 
   compiled = compile_step(config, model_cfg, mesh, stage)
   out = {"per_chip_batch": per_chip, "global_batch": per_chip * rows,
          "compile_seconds": round(time.time() - start, 1), **tpu.step_numbers(compiled)}
+  if LIVE_TOP.value or HLO_OUT.value:
+    from neuript_jax.bench import hlo_liveness
+    text = compiled.as_text()
+    if HLO_OUT.value:
+      path = f"{HLO_OUT.value}.{per_chip}" if SWEEP.value else HLO_OUT.value
+      with open(path, "w") as f:
+        f.write(text)
+    if LIVE_TOP.value:
+      print(hlo_liveness.report(hlo_liveness.analyse(text), LIVE_TOP.value), flush=True)
   model_flops = counting.train_flops(model_cfg, per_chip, stage)
   out["model_flops"] = float(model_flops)
   out["roofline"] = tpu.roofline(out["flops"], out["bytes_accessed"], topology.chip, per_chip,

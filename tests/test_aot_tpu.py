@@ -8,6 +8,7 @@ test process itself never loads libtpu. Without libtpu the compile test is skipp
 """
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -86,9 +87,14 @@ def test_small_stage1_compiles_for_a_four_chip_v5p_slice():
   if env is None:
     pytest.skip("libtpu not found (neither installed nor in .venv-tpu): pip install --no-deps "
                 "--target .venv-tpu -r requirements-tpu.txt")
-  out = run_aot(["--topology=v5p-8", "--json", *SMALL_STAGE1], env)
+  out = run_aot(["--topology=v5p-8", "--json", "--live_top=4", *SMALL_STAGE1], env)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
+  # --live_top: the live set at the estimated peak, which is near the compiler's temporaries
+  # (the estimate counts the step's outputs too, and never buffers reused in place).
+  peak = re.search(r"estimated peak of the step's buffers: ([\d.]+) GiB", out.stdout)
+  assert peak and "the 4 largest buffers live at the peak" in out.stdout, out.stdout[-3000:]
+  assert 0.5 < float(peak.group(1)) * 2**30 / result["temp_bytes"] < 2.0
   assert result["mesh"] == {"data": 1, "fsdp": 4, "expert": 1, "tensor": 1}
   assert result["per_chip_batch"] == 2 and result["stage"] == 1
   assert result["flops"] > 0 and result["bytes_accessed"] > 0
