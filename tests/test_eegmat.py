@@ -171,8 +171,13 @@ def test_table_continues_from_records(tmp_path):
   kept = (work / "runs/band_power_lr/seed1/result.json").read_text()
   (work / "pretrain_aamp").mkdir()
   (work / "pretrain_aamp/done.json").write_text('{"wall_s": 5.0, "total_steps": 3}')
+  ckpt = str((work / "runs/eegnet/seed0/best/7").resolve())
+  (work / "runs/eegnet/seed0/results.json").write_text(json.dumps({"checkpoint": ckpt}))
   moved = table.sync_records(work, records)
   assert moved == {"in": ["runs/band_power_lr/seed0"], "out": ["runs/eegnet/seed0"]}
+  # The records name the checkpoint relative to the run (this machine's path means nothing).
+  assert json.loads((records / "runs/eegnet/seed0/results.json").read_text()) == {
+      "checkpoint": "best/7"}
   assert (work / "runs/band_power_lr/seed1/result.json").read_text() == kept
   assert (records / "runs/eegnet/seed0/predictions.npz").exists()
   assert (records / "pretrain_aamp/done.json").exists()

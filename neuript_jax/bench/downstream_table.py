@@ -147,7 +147,9 @@ def sync_records(root, records) -> dict:
         continue
       (dst / run).mkdir(parents=True, exist_ok=True)
       for name in RECORD_FILES:            # result.json last: it marks the run as done
-        if name != RESULT and (src / run / name).exists():
+        if name == "results.json" and key == "out" and (src / run / name).exists():
+          _write_json(dst / run / name, _portable_results(src / run / name))
+        elif name != RESULT and (src / run / name).exists():
           shutil.copyfile(src / run / name, dst / run / name)
       shutil.copyfile(result, dst / run / (RESULT + ".tmp"))
       os.replace(dst / run / (RESULT + ".tmp"), dst / run / RESULT)
@@ -160,6 +162,17 @@ def sync_records(root, records) -> dict:
         if (d / name).exists():
           shutil.copyfile(d / name, records / d.name / name)
   return moved
+
+
+def _portable_results(path: Path) -> dict:
+  """A fine-tuning's results.json for the records: its "checkpoint" (an absolute path on the
+  machine that trained it, `<run>/best/<step>`; the records hold no checkpoints) becomes
+  relative to the run folder, e.g. "best/83"."""
+  results = json.loads(path.read_text())
+  ckpt = results.get("checkpoint")
+  if ckpt and os.path.isabs(ckpt):
+    results["checkpoint"] = "/".join(Path(ckpt).parts[-2:])
+  return results
 
 
 # -- runs -------------------------------------------------------------------------------------
