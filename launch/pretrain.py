@@ -32,7 +32,11 @@ def main(argv):
   logging.info("pretraining %s in %s", config.name, WORKDIR.value)
   logging.debug("config:\n%s", config)
   last = pretrain.train(config, WORKDIR.value)
-  logging.info("done: %s", {k: round(v, 4) for k, v in last.items()})
+  if last["step"] < config.total_steps:
+    logging.warning("stopped at step %d of %d; the same command resumes it", last["step"],
+                    config.total_steps)
+  else:
+    logging.info("done: %s", {k: round(v, 4) for k, v in last.items()})
 
 
 if __name__ == "__main__":

@@ -191,3 +191,24 @@ def test_table_continues_from_records(tmp_path):
   assert out["band_power_lr"]["n"] == 2 and out["eegnet"]["n"] == 1
   assert not (fresh / "pretrain_aamp").exists()
   assert "band_power_lr | 1 |" in (fresh / "summary.md").read_text()
+
+
+def test_table_marks_a_pretraining_done_only_when_it_reached_its_last_step(tmp_path,
+                                                                           monkeypatch):
+  """A pretraining that SIGTERM stopped early (train returns its step) raises and leaves no
+  done.json, so the next run resumes it; a finished one writes done.json and is reused."""
+  import ml_collections
+  from neuript_jax.bench import downstream_table as table
+  from neuript_jax.train import pretrain
+  calls = []
+  def fake_train(config, workdir):
+    calls.append(workdir)
+    return {"loss": 0.5, "step": 3 if len(calls) == 1 else config.total_steps}
+  monkeypatch.setattr(pretrain, "train", fake_train)
+  cfg, wd = ml_collections.ConfigDict({"total_steps": 150}), tmp_path / "pretrain_aamp"
+  with pytest.raises(RuntimeError, match=r"pretraining stopped at step 3 of 150"):
+    table.pretrain_encoder(wd, cfg)
+  assert not (wd / "done.json").exists()
+  assert table.pretrain_encoder(wd, cfg) == str(wd)
+  assert json.loads((wd / "done.json").read_text())["total_steps"] == 150
+  assert table.pretrain_encoder(wd, cfg) == str(wd) and len(calls) == 2

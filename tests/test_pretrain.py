@@ -126,6 +126,7 @@ def test_sigterm_saves_before_exit(shards, tmp_path):
   assert "SIGTERM: saving step" in err
   steps = [int(d) for d in os.listdir(os.path.join(wd, "checkpoints")) if d.isdigit()]
   assert steps and max(steps) < 400 and max(steps) % 1000 != 0
+  assert f"stopped at step {max(steps)} of 400; the same command resumes it" in err
 
 
 def test_init_from_loads_params_not_optimizer(shards, uninterrupted, tmp_path):

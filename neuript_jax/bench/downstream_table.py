@@ -196,10 +196,7 @@ def pretrain_encoder(workdir: Path, config) -> str:
   if done.exists():
     return str(workdir)
   start = time.time()
-  pretrain.train(config, str(workdir))
-  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
-          if line.strip()] if (workdir / "metrics.jsonl").exists() else []
-  last = max((int(r["step"]) for r in rows if "step" in r), default=0)
+  last = pretrain.train(config, str(workdir))["step"]
   if last < int(config.total_steps):      # stopped early (SIGTERM): not done, rerun resumes
     raise RuntimeError(f"{workdir}: pretraining stopped at step {last} of "
                        f"{config.total_steps} (SIGTERM?); rerun to resume")

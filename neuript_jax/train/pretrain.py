@@ -131,7 +131,8 @@ def plot(workdir, eval_step, params, gb, done, model_cfg, seed):
 
 
 def train(config, workdir: str) -> dict:
-  """Run (or resume) pretraining in `workdir`; returns the last logged metrics."""
+  """Run (or resume) pretraining in `workdir`; returns the last logged metrics and "step", the
+  number of steps done (less than `total_steps` when SIGTERM stopped it)."""
   os.makedirs(workdir, exist_ok=True)
   model_cfg = to_model_config(config.model)
   train_data, eval_data = data_configs(config)
@@ -183,7 +184,7 @@ def train(config, workdir: str) -> dict:
       checkpointer.save(done, state, pipeline.iterator_state_to_json(it.get_state()), force)
       last_saved[0] = done
 
-  pending, last = [], {}
+  pending, last, done = [], {}, start
   writer.start(start)
   try:
     with loop.Preemption() as preempt:
@@ -217,5 +218,5 @@ def train(config, workdir: str) -> dict:
     checkpointer.wait()
     checkpointer.close()
     writer.close()
-  return last
+  return {**last, "step": done}
 
