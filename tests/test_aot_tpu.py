@@ -90,11 +90,14 @@ def test_small_stage1_compiles_for_a_four_chip_v5p_slice():
   out = run_aot(["--topology=v5p-8", "--json", "--live_top=4", *SMALL_STAGE1], env)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
-  # --live_top: the live set at the estimated peak, which is near the compiler's temporaries
-  # (the estimate counts the step's outputs too, and never buffers reused in place).
+  # --live_top: the live set at the estimated peak, the model's own buffers. At paper widths
+  # it is within 10% of the compiler's temporaries (BENCHMARKS.md, "What the temporaries
+  # are"); on this tiny model XLA's temporaries (~0.15 GiB) hold about 0.1 GiB that the
+  # estimate does not see and that does not grow with d_model, so only an upper bound here.
   peak = re.search(r"estimated peak of the step's buffers: ([\d.]+) GiB", out.stdout)
   assert peak and "the 4 largest buffers live at the peak" in out.stdout, out.stdout[-3000:]
-  assert 0.5 < float(peak.group(1)) * 2**30 / result["temp_bytes"] < 2.0
+  assert 0 < float(peak.group(1)) * 2**30 < 2.0 * result["temp_bytes"]
+  assert "Stage1Model" in out.stdout.split("the 4 largest buffers live at the peak")[1]
   assert result["mesh"] == {"data": 1, "fsdp": 4, "expert": 1, "tensor": 1}
   assert result["per_chip_batch"] == 2 and result["stage"] == 1
   assert result["flops"] > 0 and result["bytes_accessed"] > 0

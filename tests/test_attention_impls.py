@@ -77,8 +77,11 @@ def test_pallas_matches_reference(mask_mode, rate):
   mask = None if mask_mode is None else attention_mask_from_tokens(tokens, mask_mode == "rows")
   seed = jnp.array([3, 0xFFFFFFF0], jnp.uint32)
   keep = dropout_keep_mask(seed, (N, H, L, L), rate) if rate else None
-  got = value_and_grads(lambda q, k, v: pallas_attention(q, k, v, mask, seed, rate,
-                                                         interpret=True), q, k, v, g)
+  # The kernel takes and gives the projections' layout [N, L, H*C] (head h = lanes h*C..).
+  lanes = lambda t: t.transpose(0, 2, 1, 3).reshape(N, L, H * C)
+  heads = lambda t: t.reshape(N, L, H, C).transpose(0, 2, 1, 3)
+  got = value_and_grads(lambda q, k, v: heads(pallas_attention(
+      lanes(q), lanes(k), lanes(v), H, mask, seed, rate, interpret=True)), q, k, v, g)
   want = value_and_grads(lambda q, k, v: reference(q, k, v, mask, keep, rate), q, k, v, g)
   for a, b, name in zip(got, want, ["out", "dq", "dk", "dv"]):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
@@ -197,3 +200,41 @@ def test_fused_attention_on_a_sharded_batch_has_no_all_gather():
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "ALL_GATHERS 0" in out.stdout, out.stdout
+
+
+_SHARDED_PALLAS = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from neuript_jax.model.attention import attention_mask_from_tokens
+from neuript_jax.model.pallas_attention import pallas_attention
+r = np.random.default_rng(0)
+q, k, v, g = (jnp.asarray(r.normal(size=(8, 6, 4 * 8)), jnp.float32) for _ in range(4))
+mask = attention_mask_from_tokens(jnp.asarray(r.random((8, 6)) < 0.4), True)
+def run(q, k, v, mask):
+  f = lambda q, k, v: pallas_attention(q, k, v, 4, mask, interpret=True)
+  return f(q, k, v), jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) * g), (0, 1, 2))(q, k, v)
+want = jax.jit(run)(q, k, v, mask)
+mesh = jax.make_mesh((2, 2), ("data", "tensor"), axis_types=(AxisType.Auto,) * 2)
+with jax.set_mesh(mesh):
+  put = lambda t, spec: jax.device_put(t, NamedSharding(mesh, spec))
+  got = jax.jit(run)(*(put(t, P("data", None, "tensor")) for t in (q, k, v)),
+                     put(mask, P("data")))
+for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+print("SHARDED_PALLAS_OK")
+"""
+
+
+def test_pallas_on_a_data_x_tensor_mesh_equals_one_device():
+  """4 simulated devices (data 2 x tensor 2): sequences split over "data" and the lanes, i.e.
+  whole heads (2 of 4 per device), over "tensor"; output and gradients equal one device's."""
+  import os
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", _SHARDED_PALLAS], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "SHARDED_PALLAS_OK" in out.stdout

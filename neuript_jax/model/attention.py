@@ -97,13 +97,19 @@ class MultiHeadAttention(nn.Module):
     q = Dense(d, ("embed", "heads"), self.dtype, name="query_projection")(queries)
     k = Dense(d, ("embed", "heads"), self.dtype, name="key_projection")(keys_values)
     v = Dense(d, ("embed", "heads"), self.dtype, name="value_projection")(keys_values)
-    q = q.reshape(n, lq, h, d // h)
-    k = k.reshape(n, lk, h, d // h)
-    v = v.reshape(n, lk, h, d // h)
     use_dropout = self.dropout > 0 and not deterministic
     impl = resolve_attention_impl(self.impl)
     if impl == "dot_product_attention" and use_dropout:
       impl = "fused"
+    if impl == "pallas":                   # heads split inside the kernel: [N, L, d] in and out
+      rate = self.dropout if use_dropout else 0.0
+      seed = (jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32) if use_dropout
+              else None)
+      out = pallas_attention(q, k, v, h, mask, seed, rate)
+      return shard_batch(Dense(d, ("heads", "embed"), self.dtype, name="out_projection")(out))
+    q = q.reshape(n, lq, h, d // h)
+    k = k.reshape(n, lk, h, d // h)
+    v = v.reshape(n, lk, h, d // h)
     if impl == "dot_product_attention":
       out = jax.nn.dot_product_attention(
           q, k, v, mask=None if mask is None else mask[:, None, :, :])
@@ -116,13 +122,6 @@ class MultiHeadAttention(nn.Module):
       out = fused_attention(heads_first(q), heads_first(k), heads_first(v), mask, seed, rate,
                             chunk)
       out = heads_first(out)
-    elif impl == "pallas":
-      rate = self.dropout if use_dropout else 0.0
-      seed = (jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32) if use_dropout
-              else None)
-      heads_first = lambda t: t.transpose(0, 2, 1, 3)
-      out = heads_first(pallas_attention(heads_first(q), heads_first(k), heads_first(v), mask,
-                                         seed, rate))
     else:
       scores = jnp.einsum("nqhc,nkhc->nhqk", q, k) / jnp.sqrt(d // h).astype(self.dtype)
       scores = scores.astype(jnp.float32)

@@ -1,8 +1,12 @@
 """Attention as Pallas TPU kernels: scores and probabilities stay in VMEM, never in HBM.
 
-`pallas_attention(q, k, v, mask, seed, rate)`: q [N, H, Lq, C], k/v [N, H, Lk, C] (head-major),
-mask [N, Lq, Lk] bool (True = may attend) or None, seed uint32[2] (dropout) -> [N, H, Lq, C];
-the same function as model/fused_attention.py (same dropout stream, see `keep_mask` below).
+`pallas_attention(q, k, v, heads, mask, seed, rate)`: q [N, Lq, H*C], k/v [N, Lk, H*C] (the
+projections' own layout: head h is lanes h*C:(h+1)*C), mask [N, Lq, Lk] bool (True = may
+attend) or None, seed uint32[2] (dropout) -> [N, Lq, H*C]; the same function as
+model/fused_attention.py on the head-major view (same dropout stream, see `keep_mask` below).
+The heads are split inside the kernel, by static lane slices of the VMEM blocks, so no
+head-major copy [N, H, L, C] exists in HBM: on TPU such a copy pads C = 96 to 128 lanes and
+the 20 channels of the spatial stage to 32 rows, and costs a transpose each way.
 
 Why not jax.experimental.pallas.ops.tpu.flash_attention: it has no dropout on the
 probabilities and no arbitrary boolean mask, and the model needs both in training (the AAMP
@@ -11,7 +15,7 @@ or the 20 channels), so one grid step holds whole sequences: the softmax needs n
 rescaling, the backward recomputes the probabilities from the saved row log-sum-exp, and
 every grid step is independent (no accumulation across steps).
 
-Grid: blocks of `nb` sequences x all heads; inside, a static loop over heads keeps one head's
+Grid: blocks of `nb` sequences x all lanes; inside, a static loop over heads keeps one head's
 [nb, Lq, Lk] scores live at a time. On CPU (tests) the kernels run with interpret=True.
 Under a mesh (jax.set_mesh) the kernels run per device in a shard_map over the batch axes
 (a Pallas call is opaque to the SPMD partitioner, which would otherwise gather its operands).
@@ -82,12 +86,13 @@ def _fwd_kernel(*refs, rate, heads, has_mask):
   seed_ref, q_ref, k_ref, v_ref = refs[:4]
   mask_ref = refs[4] if has_mask else None
   o_ref, lse_ref = refs[-2:]
-  nb, _, lq, c = q_ref.shape
-  lk = k_ref.shape[2]
+  nb, lq, d = q_ref.shape
+  lk, c = k_ref.shape[1], d // heads
   scale = 1.0 / math.sqrt(c)
   mask = mask_ref[...] != 0 if has_mask else None
   for h in range(heads):
-    q, k, v = q_ref[:, h], k_ref[:, h], v_ref[:, h]
+    lanes = slice(h * c, (h + 1) * c)
+    q, k, v = q_ref[:, :, lanes], k_ref[:, :, lanes], v_ref[:, :, lanes]
     s = _scores(q, k, mask, scale)
     m = jnp.max(s, axis=-1, keepdims=True)
     p = jnp.exp(s - m)
@@ -96,7 +101,7 @@ def _fwd_kernel(*refs, rate, heads, has_mask):
       row, col = _head_indices(seed_ref, nb, h, heads, lq, lk)
       p = jnp.where(keep_mask(seed_ref[0], seed_ref[1], row, col, rate), p, 0.0)
     o = jnp.einsum("bqk,bkc->bqc", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    o_ref[:, h] = (o * ((1.0 / (1.0 - rate)) / total)).astype(o_ref.dtype)
+    o_ref[:, :, lanes] = (o * ((1.0 / (1.0 - rate)) / total)).astype(o_ref.dtype)
     lse_ref[:, h] = (m + jnp.log(total))[..., 0]
 
 
@@ -108,12 +113,13 @@ def _bwd_kernel(*refs, rate, heads, has_mask):
     mask_ref, i = refs[4], 5
   lse_ref, do_ref = refs[i], refs[i + 1]
   dq_ref, dk_ref, dv_ref = refs[-3:]
-  nb, _, lq, c = q_ref.shape
-  lk = k_ref.shape[2]
+  nb, lq, d = q_ref.shape
+  lk, c = k_ref.shape[1], d // heads
   scale = 1.0 / math.sqrt(c)
   mask = mask_ref[...] != 0 if has_mask else None
   for h in range(heads):
-    q, k, v, do = q_ref[:, h], k_ref[:, h], v_ref[:, h], do_ref[:, h]
+    lanes = slice(h * c, (h + 1) * c)
+    q, k, v, do = (r[:, :, lanes] for r in (q_ref, k_ref, v_ref, do_ref))
     p = jnp.exp(_scores(q, k, mask, scale) - lse_ref[:, h][..., None])
     dp = jnp.einsum("bqc,bkc->bqk", do, v, preferred_element_type=jnp.float32)
     if rate > 0:
@@ -126,12 +132,12 @@ def _bwd_kernel(*refs, rate, heads, has_mask):
       p_used = p
     delta = jnp.sum(dp * p, axis=-1, keepdims=True)      # = rowsum(do * o)
     ds = (p * (dp - delta)).astype(q.dtype)
-    dv_ref[:, h] = jnp.einsum("bqk,bqc->bkc", p_used.astype(do.dtype), do,
-                              preferred_element_type=jnp.float32).astype(dv_ref.dtype)
-    dq_ref[:, h] = (jnp.einsum("bqk,bkc->bqc", ds, k, preferred_element_type=jnp.float32)
-                    * scale).astype(dq_ref.dtype)
-    dk_ref[:, h] = (jnp.einsum("bqk,bqc->bkc", ds, q, preferred_element_type=jnp.float32)
-                    * scale).astype(dk_ref.dtype)
+    dv_ref[:, :, lanes] = jnp.einsum("bqk,bqc->bkc", p_used.astype(do.dtype), do,
+                                     preferred_element_type=jnp.float32).astype(dv_ref.dtype)
+    dq_ref[:, :, lanes] = (jnp.einsum("bqk,bkc->bqc", ds, k, preferred_element_type=jnp.float32)
+                           * scale).astype(dq_ref.dtype)
+    dk_ref[:, :, lanes] = (jnp.einsum("bqk,bqc->bkc", ds, q, preferred_element_type=jnp.float32)
+                           * scale).astype(dk_ref.dtype)
 
 
 def _tile_bytes(rows: int, cols: int, itemsize: int) -> int:
@@ -142,47 +148,49 @@ def _tile_bytes(rows: int, cols: int, itemsize: int) -> int:
 
 def block_sequences(n: int, heads: int, lq: int, lk: int, c: int, itemsize: int) -> int:
   """Sequences per grid step: the largest divisor of n whose blocks (q, k, v, o, do, dq, dk,
-  dv, double-buffered) and one head's float32 intermediates fit VMEM_BUDGET."""
-  per_seq = (2 * heads * (4 * _tile_bytes(lq, c, itemsize) + 4 * _tile_bytes(lk, c, itemsize))
+  dv as [L, heads * c] tiles, double-buffered) and one head's float32 intermediates fit
+  VMEM_BUDGET."""
+  d = heads * c
+  per_seq = (2 * (4 * _tile_bytes(lq, d, itemsize) + 4 * _tile_bytes(lk, d, itemsize))
              + 6 * _tile_bytes(lq, lk, 4) + 2 * _tile_bytes(lq, lk, 1))
   target = max(1, VMEM_BUDGET // per_seq)
   return max(d for d in range(1, min(n, target) + 1) if n % d == 0)
 
 
-def _specs(nb, q, k, mask):
-  _, h, lq, c = q.shape
-  lk = k.shape[2]
-  seq = lambda length: pl.BlockSpec((nb, h, length, c), lambda i: (i, 0, 0, 0))
+def _specs(nb, heads, q, k, mask):
+  _, lq, d = q.shape
+  lk = k.shape[1]
+  seq = lambda length: pl.BlockSpec((nb, length, d), lambda i: (i, 0, 0))
   from jax.experimental.pallas import tpu as pltpu
   seed = pl.BlockSpec(memory_space=pltpu.SMEM)
   specs = [seed, seq(lq), seq(lk), seq(lk)]
   if mask is not None:
     specs.append(pl.BlockSpec((nb, lq, lk), lambda i: (i, 0, 0)))
-  lse = pl.BlockSpec((nb, h, lq), lambda i: (i, 0, 0))
+  lse = pl.BlockSpec((nb, heads, lq), lambda i: (i, 0, 0))
   return specs, seq, lse
 
 
-def _forward(q, k, v, mask, seed, rate, interpret):
-  n, h, lq, c = q.shape
-  nb = block_sequences(n, h, lq, k.shape[2], c, q.dtype.itemsize)
-  specs, seq, lse = _specs(nb, q, k, mask)
+def _forward(q, k, v, mask, seed, heads, rate, interpret):
+  n, lq, d = q.shape
+  nb = block_sequences(n, heads, lq, k.shape[1], d // heads, q.dtype.itemsize)
+  specs, seq, lse = _specs(nb, heads, q, k, mask)
   args = [seed, q, k, v] + ([mask.astype(jnp.int8)] if mask is not None else [])
   return pl.pallas_call(
-      functools.partial(_fwd_kernel, rate=rate, heads=h, has_mask=mask is not None),
+      functools.partial(_fwd_kernel, rate=rate, heads=heads, has_mask=mask is not None),
       grid=(n // nb,), in_specs=specs, out_specs=[seq(lq), lse],
       out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype),
-                 jax.ShapeDtypeStruct((n, h, lq), jnp.float32)],
+                 jax.ShapeDtypeStruct((n, heads, lq), jnp.float32)],
       interpret=interpret)(*args)
 
 
-def _backward(q, k, v, mask, seed, lse, do, rate, interpret):
-  n, h, lq, c = q.shape
-  lk = k.shape[2]
-  nb = block_sequences(n, h, lq, lk, c, q.dtype.itemsize)
-  specs, seq, lse_spec = _specs(nb, q, k, mask)
+def _backward(q, k, v, mask, seed, lse, do, heads, rate, interpret):
+  n, lq, d = q.shape
+  lk = k.shape[1]
+  nb = block_sequences(n, heads, lq, lk, d // heads, q.dtype.itemsize)
+  specs, seq, lse_spec = _specs(nb, heads, q, k, mask)
   args = [seed, q, k, v] + ([mask.astype(jnp.int8)] if mask is not None else []) + [lse, do]
   return pl.pallas_call(
-      functools.partial(_bwd_kernel, rate=rate, heads=h, has_mask=mask is not None),
+      functools.partial(_bwd_kernel, rate=rate, heads=heads, has_mask=mask is not None),
       grid=(n // nb,), in_specs=specs + [lse_spec, seq(lq)],
       out_specs=[seq(lq), seq(lk), seq(lk)],
       out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype),
@@ -190,19 +198,19 @@ def _backward(q, k, v, mask, seed, lse, do, rate, interpret):
       interpret=interpret)(*args)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _attention(q, k, v, mask, seed, rate, interpret):
-  return _forward(q, k, v, mask, seed, rate, interpret)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _attention(q, k, v, mask, seed, heads, rate, interpret):
+  return _forward(q, k, v, mask, seed, heads, rate, interpret)[0]
 
 
-def _attention_fwd(q, k, v, mask, seed, rate, interpret):
-  o, lse = _forward(q, k, v, mask, seed, rate, interpret)
+def _attention_fwd(q, k, v, mask, seed, heads, rate, interpret):
+  o, lse = _forward(q, k, v, mask, seed, heads, rate, interpret)
   return o, (q, k, v, mask, seed, lse)
 
 
-def _attention_bwd(rate, interpret, res, do):
+def _attention_bwd(heads, rate, interpret, res, do):
   q, k, v, mask, seed, lse = res
-  dq, dk, dv = _backward(q, k, v, mask, seed, lse, do, rate, interpret)
+  dq, dk, dv = _backward(q, k, v, mask, seed, lse, do, heads, rate, interpret)
   zero = lambda a: None if a is None else np.zeros(a.shape, jax.dtypes.float0)
   return dq, dk, dv, zero(mask), zero(seed)
 
@@ -211,39 +219,46 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def _sharded(fn, n: int, heads: int, has_mask: bool):
-  """fn(q, k, v, mask, seed) over the per-device shards of the context mesh (sequence axis
-  over the batch axes, heads over the tensor axis where they divide), or fn itself without a
-  mesh. seed[2] becomes the shard's first sequence index (distinct dropout per shard)."""
+  """fn(q, k, v, mask, seed, local_heads) over the per-device shards of the context mesh
+  (sequence axis over the batch axes, the lanes, i.e. whole heads, over the tensor axis where
+  the heads divide), or fn itself without a mesh. seed[2] becomes the shard's first sequence
+  index (distinct dropout per shard)."""
   mesh = context_mesh()
   if mesh is None or mesh.size == 1:
-    return fn
+    return functools.partial(fn, heads=heads)
   from jax.sharding import PartitionSpec as P
   batch = batch_axes(n)
-  head = HEAD_MESH_AXIS if (mesh.shape.get(HEAD_MESH_AXIS, 1) > 1
-                            and heads % mesh.shape[HEAD_MESH_AXIS] == 0) else None
-  seq = P(batch or None, head)
+  tensor = mesh.shape.get(HEAD_MESH_AXIS, 1)
+  head = HEAD_MESH_AXIS if tensor > 1 and heads % tensor == 0 else None
+  seq = P(batch or None, None, head)
   mask_spec = P(batch or None) if has_mask else None
   shards = math.prod(mesh.shape[a] for a in batch) if batch else 1
+  local_heads = heads // tensor if head else heads
 
   def local(q, k, v, m, seed):
     if batch:
       start = jax.lax.axis_index(batch) * (n // shards)
       seed = seed.at[2].add(start.astype(jnp.int32))
-    return fn(q, k, v, m, seed)
+    return fn(q, k, v, m, seed, heads=local_heads)
 
   return jax.shard_map(local, mesh=mesh, in_specs=(seq, seq, seq, mask_spec, P()),
                        out_specs=seq, check_vma=False)
 
 
-def pallas_attention(q, k, v, mask=None, seed=None, rate: float = 0.0,
+def pallas_attention(q, k, v, heads: int, mask=None, seed=None, rate: float = 0.0,
                      interpret: bool | None = None):
-  """q [N, H, Lq, C], k/v [N, H, Lk, C], mask [N, Lq, Lk] bool or None, seed uint32[2] (used
-  when rate > 0) -> [N, H, Lq, C]. interpret None: interpret mode unless on TPU devices."""
+  """q [N, Lq, H*C], k/v [N, Lk, H*C] with H = heads, mask [N, Lq, Lk] bool or None, seed
+  uint32[2] (used when rate > 0) -> [N, Lq, H*C]. interpret None: interpret mode unless on
+  TPU devices."""
+  if q.shape[-1] % heads:
+    raise ValueError(f"pallas_attention: width {q.shape[-1]} is not a multiple of "
+                     f"heads={heads}")
   if interpret is None:
     interpret = target_platform() != "tpu"
   seed = (jnp.zeros((2,), jnp.int32) if seed is None
           else jax.lax.bitcast_convert_type(seed.astype(jnp.uint32), jnp.int32))
   seed = jnp.concatenate([seed, jnp.zeros((1,), jnp.int32)])   # + first sequence index
-  n, h = q.shape[:2]
-  fn = lambda q, k, v, m, s: _attention(q, k, v, m, s, float(rate), bool(interpret))
-  return _sharded(fn, n, h, mask is not None)(q, k, v, mask, seed)
+  n = q.shape[0]
+  fn = lambda q, k, v, m, s, heads: _attention(q, k, v, m, s, heads, float(rate),
+                                               bool(interpret))
+  return _sharded(fn, n, heads, mask is not None)(q, k, v, mask, seed)
