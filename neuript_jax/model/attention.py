@@ -92,7 +92,6 @@ class MultiHeadAttention(nn.Module):
   def __call__(self, queries, keys_values, mask=None, deterministic: bool = True):
     queries, keys_values = shard_batch(queries), shard_batch(keys_values)
     n, lq, d = queries.shape
-    lk = keys_values.shape[1]
     h = self.n_heads
     q = Dense(d, ("embed", "heads"), self.dtype, name="query_projection")(queries)
     k = Dense(d, ("embed", "heads"), self.dtype, name="key_projection")(keys_values)
@@ -101,12 +100,20 @@ class MultiHeadAttention(nn.Module):
     impl = resolve_attention_impl(self.impl)
     if impl == "dot_product_attention" and use_dropout:
       impl = "fused"
+    rate, seed = 0.0, None                 # "fused" and "pallas" drop out inside the kernel
+    if use_dropout and impl in ("fused", "pallas"):
+      rate = self.dropout
+      seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
     if impl == "pallas":                   # heads split inside the kernel: [N, L, d] in and out
-      rate = self.dropout if use_dropout else 0.0
-      seed = (jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32) if use_dropout
-              else None)
       out = pallas_attention(q, k, v, h, mask, seed, rate)
-      return shard_batch(Dense(d, ("heads", "embed"), self.dtype, name="out_projection")(out))
+    else:
+      out = self._head_major_attention(impl, q, k, v, mask, use_dropout, rate, seed)
+    return shard_batch(Dense(d, ("heads", "embed"), self.dtype, name="out_projection")(out))
+
+  def _head_major_attention(self, impl, q, k, v, mask, use_dropout, rate, seed):
+    """q [N, Lq, d], k/v [N, Lk, d] split into heads [.., H, C] for `impl` -> [N, Lq, d]."""
+    n, lq, d = q.shape
+    lk, h = k.shape[1], self.n_heads
     q = q.reshape(n, lq, h, d // h)
     k = k.reshape(n, lk, h, d // h)
     v = v.reshape(n, lk, h, d // h)
@@ -114,9 +121,6 @@ class MultiHeadAttention(nn.Module):
       out = jax.nn.dot_product_attention(
           q, k, v, mask=None if mask is None else mask[:, None, :, :])
     elif impl == "fused":
-      rate = self.dropout if use_dropout else 0.0
-      seed = (jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32) if use_dropout
-              else None)
       chunk = fused_chunk(n, h, lq, lk)
       heads_first = lambda t: t.transpose(0, 2, 1, 3)
       out = fused_attention(heads_first(q), heads_first(k), heads_first(v), mask, seed, rate,
@@ -132,5 +136,4 @@ class MultiHeadAttention(nn.Module):
         keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - self.dropout), 0.0).astype(self.dtype)
       out = jnp.einsum("nhqk,nkhc->nqhc", probs, v)
-    out = out.reshape(n, lq, d)
-    return shard_batch(Dense(d, ("heads", "embed"), self.dtype, name="out_projection")(out))
+    return out.reshape(n, lq, d)

@@ -150,8 +150,8 @@ def block_sequences(n: int, heads: int, lq: int, lk: int, c: int, itemsize: int)
   """Sequences per grid step: the largest divisor of n whose blocks (q, k, v, o, do, dq, dk,
   dv as [L, heads * c] tiles, double-buffered) and one head's float32 intermediates fit
   VMEM_BUDGET."""
-  d = heads * c
-  per_seq = (2 * (4 * _tile_bytes(lq, d, itemsize) + 4 * _tile_bytes(lk, d, itemsize))
+  width = heads * c
+  per_seq = (2 * (4 * _tile_bytes(lq, width, itemsize) + 4 * _tile_bytes(lk, width, itemsize))
              + 6 * _tile_bytes(lq, lk, 4) + 2 * _tile_bytes(lq, lk, 1))
   target = max(1, VMEM_BUDGET // per_seq)
   return max(d for d in range(1, min(n, target) + 1) if n % d == 0)
