@@ -4,6 +4,7 @@ downstream config (shards -> results.json with the paper's binary metrics)."""
 
 import collections
 import json
+import os
 
 import numpy as np
 import pytest
@@ -162,26 +163,32 @@ def test_table_refuses_runs_made_with_other_settings(tmp_path):
 def test_table_continues_from_records(tmp_path):
   """--records: recorded runs are copied into a fresh workdir and not run again, a run that
   only the workdir has is recorded, nothing on either side is overwritten, and a finished
-  pretraining is recorded but never copied back (its checkpoints are not in the records)."""
+  pretraining (done.json + its encoder file; never checkpoints) travels both ways, so a fresh
+  workdir reuses it; one without its encoder file does not travel."""
   from neuript_jax.bench import downstream_table as table
   rng = np.random.default_rng(1)
   records, work = tmp_path / "records", tmp_path / "work"
   _fake_runs(records, {"band_power_lr": (0, 1)}, rng)
   _fake_runs(work, {"band_power_lr": (1,), "eegnet": (0,)}, rng)
   kept = (work / "runs/band_power_lr/seed1/result.json").read_text()
-  (work / "pretrain_aamp").mkdir()
+  (work / "pretrain_aamp/checkpoints/3").mkdir(parents=True)
   (work / "pretrain_aamp/done.json").write_text('{"wall_s": 5.0, "total_steps": 3}')
+  (work / "pretrain_aamp" / table.ENCODER_FILE).write_bytes(b"weights")
+  (work / "pretrain_random").mkdir()
+  (work / "pretrain_random/done.json").write_text('{"wall_s": 5.0, "total_steps": 3}')
   ckpt = str((work / "runs/eegnet/seed0/best/7").resolve())
   (work / "runs/eegnet/seed0/results.json").write_text(json.dumps({"checkpoint": ckpt}))
   moved = table.sync_records(work, records)
-  assert moved == {"in": ["runs/band_power_lr/seed0"], "out": ["runs/eegnet/seed0"]}
+  assert moved == {"in": ["runs/band_power_lr/seed0"],
+                   "out": ["runs/eegnet/seed0", "pretrain_aamp"]}
   # The records name the checkpoint relative to the run (this machine's path means nothing).
   assert json.loads((records / "runs/eegnet/seed0/results.json").read_text()) == {
       "checkpoint": "best/7"}
   assert (work / "runs/band_power_lr/seed1/result.json").read_text() == kept
   assert (records / "runs/eegnet/seed0/predictions.npz").exists()
-  assert (records / "pretrain_aamp/done.json").exists()
-  (work / "pretrain_random").mkdir()
+  assert (records / "pretrain_aamp" / table.ENCODER_FILE).read_bytes() == b"weights"
+  assert not (records / "pretrain_aamp/checkpoints").exists()
+  assert not (records / "pretrain_random").exists()     # no encoder file: not finished
   assert table.sync_records(work, records) == {"in": [], "out": []}
   # A fresh workdir: every (row, seed) asked for is recorded, so nothing trains (the shards
   # path does not exist and is never read) and the summary covers the recorded runs.
@@ -189,26 +196,66 @@ def test_table_continues_from_records(tmp_path):
   out = table.run_table("mental_arithmetic", str(tmp_path / "no_shards"), str(fresh), [0, 1],
                         rows=("band_power_lr",), records=str(records))
   assert out["band_power_lr"]["n"] == 2 and out["eegnet"]["n"] == 1
-  assert not (fresh / "pretrain_aamp").exists()
+  assert (fresh / "pretrain_aamp" / table.ENCODER_FILE).read_bytes() == b"weights"
+  assert json.loads((fresh / "pretrain_aamp/done.json").read_text())["total_steps"] == 3
   assert "band_power_lr | 1 |" in (fresh / "summary.md").read_text()
 
 
 def test_table_marks_a_pretraining_done_only_when_it_reached_its_last_step(tmp_path,
                                                                            monkeypatch):
   """A pretraining that SIGTERM stopped early (train returns its step) raises and leaves no
-  done.json, so the next run resumes it; a finished one writes done.json and is reused."""
+  done.json, so the next run resumes it; a finished one writes its encoder file and done.json
+  and is reused; one made with other steps is refused, naming the file."""
   import ml_collections
   from neuript_jax.bench import downstream_table as table
   from neuript_jax.train import pretrain
   calls = []
   def fake_train(config, workdir):
     calls.append(workdir)
+    os.makedirs(workdir, exist_ok=True)
     return {"loss": 0.5, "step": 3 if len(calls) == 1 else config.total_steps}
   monkeypatch.setattr(pretrain, "train", fake_train)
+  monkeypatch.setattr(table, "export_encoder",
+                      lambda ckpt, model, out: out.write_text(f"from {ckpt}"))
   cfg, wd = ml_collections.ConfigDict({"total_steps": 150}), tmp_path / "pretrain_aamp"
+  encoder = str(wd / table.ENCODER_FILE)
   with pytest.raises(RuntimeError, match=r"pretraining stopped at step 3 of 150"):
-    table.pretrain_encoder(wd, cfg)
-  assert not (wd / "done.json").exists()
-  assert table.pretrain_encoder(wd, cfg) == str(wd)
+    table.pretrain_encoder(wd, cfg, None)
+  assert not (wd / "done.json").exists() and not (wd / table.ENCODER_FILE).exists()
+  assert table.pretrain_encoder(wd, cfg, None) == encoder
   assert json.loads((wd / "done.json").read_text())["total_steps"] == 150
-  assert table.pretrain_encoder(wd, cfg) == str(wd) and len(calls) == 2
+  assert table.pretrain_encoder(wd, cfg, None) == encoder and len(calls) == 2
+  with pytest.raises(table.SettingsMismatchError,
+                     match=r"pretrain_aamp/done.json was made with pretrain_steps=150, this "
+                           r"command asks for pretrain_steps=300"):
+    table.pretrain_encoder(wd, ml_collections.ConfigDict({"total_steps": 300}), None)
+
+
+def test_exported_encoder_loads_the_same_weights_as_its_checkpoint(tmp_path):
+  """The pretraining's encoder file (what the records keep and init_from reads) holds exactly
+  the checkpoint's embedding and encoder, and nothing of the head."""
+  import jax
+  from neuript_jax.bench import downstream_table as table
+  from neuript_jax.configs import downstream
+  from neuript_jax.configs.common import to_model_config
+  from neuript_jax.evaluation import encoders
+  from neuript_jax.train import checkpoint as ckpt_lib
+  model = downstream.get_config("mental_arithmetic", "cpu").model
+  cfg = to_model_config(model)
+  rng = np.random.default_rng(0)
+  params = jax.tree_util.tree_map(
+      lambda s: rng.normal(size=s.shape).astype(np.float32), encoders.param_shapes(cfg))
+  c = ckpt_lib.Checkpointer(str(tmp_path / "pre"), keep=1, async_save=False)
+  c.save(7, {"params": params, "step": np.int32(7)}, json.dumps({"next_batch": 7}))
+  c.wait()
+  c.close()
+  out = tmp_path / "pre" / table.ENCODER_FILE
+  table.export_encoder(tmp_path / "pre", model, out)
+  with np.load(out) as z:
+    assert z.files and all(k.split(".")[0] in encoders.ENCODER_KEYS for k in z.files)
+  want = encoders.load_encoder_params(str(tmp_path / "pre"), cfg, encoders.param_shapes(cfg))
+  got = encoders.load_encoder_params(str(out), cfg, encoders.param_shapes(cfg))
+  assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not list((tmp_path / "pre").glob("*.tmp*"))

@@ -194,10 +194,11 @@ def test_config_errors_name_the_field():
 
 def test_remat_policy_gives_the_same_loss_and_grads():
   """Stage 1 (encoder + decoder TSA layers, masks, dropout 0.1, hashed attention dropout);
-  one policy keeps compile time down ("block" = nothing_saveable is checked above)."""
+  "dots_saveable" (a policy) and "layer_ordered" (its own backward) against "none"; "block"
+  (= nothing_saveable) is checked above."""
   from neuript_jax.model.tsa import REMAT_POLICIES
   from neuript_jax.model.config import REMAT_OPTIONS
-  assert set(REMAT_OPTIONS) == {"none"} | set(REMAT_POLICIES)
+  assert set(REMAT_OPTIONS) == {"none", "layer_ordered"} | set(REMAT_POLICIES)
   x = jax.random.normal(jax.random.key(1), (2, TINY.T, TINY.data_dim))
   masks = _masks(TINY, 2, jax.random.key(2))
 
@@ -213,10 +214,12 @@ def test_remat_policy_gives_the_same_loss_and_grads():
 
   base = TINY.replace(dropout=0.1)
   want = loss_and_grads(base)
-  got = loss_and_grads(base.replace(remat="dots_saveable"))
-  np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-6)
-  for a, b in zip(jax.tree_util.tree_leaves(got[1]), jax.tree_util.tree_leaves(want[1])):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  for remat in ("dots_saveable", "layer_ordered"):
+    got = loss_and_grads(base.replace(remat=remat))
+    np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-6)
+    assert (jax.tree_util.tree_structure(got[1]) == jax.tree_util.tree_structure(want[1]))
+    for a, b in zip(jax.tree_util.tree_leaves(got[1]), jax.tree_util.tree_leaves(want[1])):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
   with pytest.raises(ValueError, match="remat must be one of"):
     TINY.replace(remat="everything")
 

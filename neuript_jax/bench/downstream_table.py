@@ -15,7 +15,8 @@ Workdir layout (resumable: a run whose result.json exists is skipped if its "set
 pretraining steps and batch, EEGNet epochs: `run_settings`) are the command's, and refused if
 not; an interrupted fine-tuning resumes from its checkpoints; a finished pretraining is reused):
 
-  <workdir>/pretrain_<mode>/            pretraining (neuript_jax.train.pretrain.train)
+  <workdir>/pretrain_<mode>/            pretraining (neuript_jax.train.pretrain.train) and its
+                                        encoder.npz, which the row's fine-tunings start from
   <workdir>/runs/<row>/seed<k>/         one run: result.json, predictions.npz (test_labels,
                                         test_logits), the fine-tuning workdir's files
   <workdir>/summary.csv, summary.md     every seed and mean ± std per row, the paper's rows
@@ -25,9 +26,9 @@ Records (`records`, optional): a folder of the finished runs' small files (`RECO
 of KB per run; kept in git under docs/benchmark_records/) synchronised both ways with the
 workdir (`sync_records`): runs recorded there are copied into the workdir and skipped, new
 runs are copied out as they finish, so a table too long for one machine session continues on
-the next one from a fresh checkout. Pretrainings are recorded (config, losses, wall time) but
-never copied back: a fresh workdir pretrains again (same seed, same losses on the same CPU
-build).
+the next one from a fresh checkout. Pretrainings are recorded too (config, losses, wall time
+and `ENCODER_FILE`, the pretrained embedding + encoder, about 1 MB at :cpu size; no
+checkpoints): a fresh workdir takes a recorded encoder file instead of pretraining again.
 
 NeurIPT rows: the fine-tuning's results.json scores the selected checkpoint with the config's
 `decision_rule` (metrics.decision: "prior" uses the training class counts, "validation" a
@@ -62,7 +63,8 @@ PRETRAIN_MODES = {"neuript_aamp": "aamp", "neuript_random": "random"}
 RESULT = "result.json"
 PREDICTIONS = "predictions.npz"
 RECORD_FILES = (RESULT, PREDICTIONS, "results.json", "finetune_config.json", "metrics.jsonl")
-PRETRAIN_RECORD_FILES = ("done.json", "metrics.jsonl", "pretrain_config.json")
+ENCODER_FILE = "encoder.npz"   # a finished pretraining's embedding + encoder (reference names)
+PRETRAIN_RECORD_FILES = ("done.json", "metrics.jsonl", "pretrain_config.json", ENCODER_FILE)
 
 
 # -- configs ----------------------------------------------------------------------------------
@@ -133,7 +135,8 @@ def sync_records(root, records) -> dict:
   """Finished runs (those with result.json) both ways between the workdir `root` and the
   `records` folder: {"in": runs copied into root, "out": runs copied into records}. Only
   `RECORD_FILES` travel (no checkpoints); an existing run on either side is never
-  overwritten. Finished pretrainings' `PRETRAIN_RECORD_FILES` go out only."""
+  overwritten. Finished pretrainings (done.json and `ENCODER_FILE`) travel the same way as
+  their `PRETRAIN_RECORD_FILES`, so a fresh workdir does not pretrain again."""
   import shutil
   root, records = Path(root), Path(records)
   moved = {"in": [], "out": []}
@@ -155,12 +158,17 @@ def sync_records(root, records) -> dict:
       os.replace(dst / run / (RESULT + ".tmp"), dst / run / RESULT)
       moved[key].append(str(run))
   for mode in PRETRAIN_MODES.values():
-    d = root / f"pretrain_{mode}"
-    if (d / "done.json").exists() and not (records / d.name / "done.json").exists():
-      (records / d.name).mkdir(parents=True, exist_ok=True)
-      for name in PRETRAIN_RECORD_FILES[::-1]:   # done.json last
-        if (d / name).exists():
-          shutil.copyfile(d / name, records / d.name / name)
+    name = f"pretrain_{mode}"
+    for src, dst, key in ((records, root, "in"), (root, records, "out")):
+      finished = all((src / name / f).exists() for f in ("done.json", ENCODER_FILE))
+      if not finished or (dst / name / "done.json").exists():
+        continue
+      (dst / name).mkdir(parents=True, exist_ok=True)
+      for f in PRETRAIN_RECORD_FILES[::-1]:      # done.json last: it marks the pretraining done
+        if (src / name / f).exists():
+          shutil.copyfile(src / name / f, dst / name / (f + ".tmp"))
+          os.replace(dst / name / (f + ".tmp"), dst / name / f)
+      moved[key].append(name)
   return moved
 
 
@@ -189,19 +197,47 @@ def _json_default(o):
   return str(o)
 
 
-def pretrain_encoder(workdir: Path, config) -> str:
-  """Run (or reuse, or resume) one pretraining; returns its workdir."""
+def pretrain_encoder(workdir: Path, config, finetune_model) -> str:
+  """Run (or reuse, or resume) one pretraining; returns its encoder file, `ENCODER_FILE` in
+  `workdir`: the embedding and encoder of its last checkpoint as reference-named float32
+  arrays (init_from reads it; the records keep it, so a fresh workdir can reuse it).
+  `finetune_model`: the fine-tuning's model config (the encoder shapes it must fit)."""
   from neuript_jax.train import pretrain
-  done = workdir / "done.json"
+  done, encoder = workdir / "done.json", workdir / ENCODER_FILE
   if done.exists():
-    return str(workdir)
+    got = json.loads(done.read_text()).get("total_steps")
+    if got != int(config.total_steps):
+      raise SettingsMismatchError(
+          f"{done} was made with pretrain_steps={got}, this command asks for "
+          f"pretrain_steps={config.total_steps}: pass the same flag value, or use another "
+          "--workdir (and --records folder) for the new setting")
+    if not encoder.exists():              # a workdir from before the encoder file existed
+      export_encoder(workdir, finetune_model, encoder)
+    return str(encoder)
   start = time.time()
   last = pretrain.train(config, str(workdir))["step"]
   if last < int(config.total_steps):      # stopped early (SIGTERM): not done, rerun resumes
     raise RuntimeError(f"{workdir}: pretraining stopped at step {last} of "
                        f"{config.total_steps} (SIGTERM?); rerun to resume")
+  export_encoder(workdir, finetune_model, encoder)
   _write_json(done, {"wall_s": time.time() - start, "total_steps": int(config.total_steps)})
-  return str(workdir)
+  return str(encoder)
+
+
+def export_encoder(checkpoint: Path, finetune_model, out: Path) -> None:
+  """The embedding and encoder of an orbax `checkpoint` (a workdir: its latest step) written
+  to `out` (.npz, reference names), atomically."""
+  from neuript_jax import convert
+  from neuript_jax.configs.common import to_model_config
+  from neuript_jax.evaluation import encoders
+  cfg = to_model_config(finetune_model)
+  params = encoders.load_encoder_params(str(checkpoint), cfg, encoders.param_shapes(cfg))
+  state = convert.to_reference(encoders.with_blank_head(params, cfg), cfg, stage=2,
+                               with_buffers=False)
+  keep = {k: v for k, v in state.items() if k.split(".")[0] in encoders.ENCODER_KEYS}
+  tmp = out.with_name(out.name + ".tmp.npz")
+  convert.save_state_dict(keep, str(tmp))
+  os.replace(tmp, out)
 
 
 def run_neuript(row_dir: Path, config, wall_extra: float = 0.0) -> dict:
@@ -306,7 +342,7 @@ def _run_one(row, row_dir, seed, dataset, size, shards, base, pretrained, pretra
                               pretrain_batch, "val" if pretrain_shards else "train")
         try:
           pretrained[mode] = pretrain_encoder(Path(row_dir).parents[2] / f"pretrain_{mode}",
-                                              cfg)
+                                              cfg, base.model)
         except Exception as e:
           pretrained[mode] = e
           raise

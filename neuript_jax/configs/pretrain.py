@@ -16,7 +16,8 @@ paper: the paper's run (REFERENCE.md §5.2, Table 13): d_model 768, 8 heads, d_f
   hidden 512, shared 768, merges (1,4,1,2,1,2), experts (0,0,2,4,4,6), T 256 at 64 Hz, global
   batch 480 (60 x 8 GPUs), AdamW (0.9, 0.98), weight decay 5e-3, OneCycle to 3e-4 (div 25,
   final div 1e4, warm-up 0.15), 400K steps, clip 100, bf16, dropout 0.1, aux 0.8, dynamic
-  masking ratio {0.20, 0.35, 0.50} per sample, seed 520; remat per block so that it fits.
+  masking ratio {0.20, 0.35, 0.50} per sample, seed 520; remat "layer_ordered" (recomputes one
+  at a time, BENCHMARKS.md) so that it fits.
     python -m launch.pretrain --config=neuript_jax/configs/pretrain.py:paper --workdir=runs/pt \
         --config.data.sources="(('/data/tuh_tcp20', 3.0), ('/data/seed_tcp20', 1.0))" \
         --config.mesh.fsdp=8
@@ -87,7 +88,7 @@ def get_config(arg: str | None = None):
     c.eval_every = c.checkpoint_every = c.plot_every = 50
   elif size == "paper":
     c.model.dtype = "bfloat16"
-    c.model.remat = "block"
+    c.model.remat = "layer_ordered"
     c.masking.ratios = (0.2, 0.35, 0.5)
     c.data.global_batch_size = 480
     c.total_steps = 400_000

@@ -18,7 +18,7 @@ from neuript_jax.model.moe import MOE_DISPATCHES, resolve_moe_dispatch
 from neuript_jax.model.quirks import Quirks
 
 # jax.checkpoint policies per TSA layer (mapped to policies in model/tsa.py).
-REMAT_OPTIONS = ("none", "block", "nothing_saveable", "dots_saveable",
+REMAT_OPTIONS = ("none", "block", "layer_ordered", "nothing_saveable", "dots_saveable",
                  "dots_with_no_batch_dims_saveable")
 
 
@@ -65,7 +65,10 @@ class ModelConfig:
                                   # windows on any mesh (model/moe.py)
   remat: str = "none"             # "none" or a jax.checkpoint policy per TSA layer: "block"
                                   # (= "nothing_saveable"), "dots_saveable",
-                                  # "dots_with_no_batch_dims_saveable" (model/tsa.py)
+                                  # "dots_with_no_batch_dims_saveable" (model/tsa.py);
+                                  # "layer_ordered": encoder TSA layers and whole decoder
+                                  # layers rematerialised, each recompute after its own
+                                  # cotangent and one at a time (model/decoder.py)
 
   def __post_init__(self):
     if len(self.merge_layers) != len(self.enc_expert):

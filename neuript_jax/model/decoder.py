@@ -13,7 +13,8 @@ from neuript_jax.model.config import ModelConfig
 from neuript_jax.model.dropout import HashedDropout
 from neuript_jax.model.layers import Dense, LayerNorm
 from neuript_jax.model.mesh_axes import shard_batch
-from neuript_jax.model.tsa import apply_ffn, make_ffn, tsa_class
+from neuript_jax.model.tsa import (TwoStageAttention, apply_ffn, cotangents_together, make_ffn,
+                                   ordered_remat_call, tsa_class)
 
 
 class DecoderLayer(nn.Module):
@@ -21,12 +22,14 @@ class DecoderLayer(nn.Module):
   cfg: ModelConfig
   dec_expert: int
   cross_expert: int
+  remat_tsa: bool = True          # False inside OrderedRematDecoderLayer (no nested remat)
 
   @nn.compact
   def __call__(self, x, cross, deterministic: bool = True):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
-    x, aux1 = tsa_class(cfg)(cfg, self.dec_expert, name="self_attention")(
+    tsa = tsa_class(cfg) if self.remat_tsa else TwoStageAttention
+    x, aux1 = tsa(cfg, self.dec_expert, name="self_attention")(
         x, None, None, None, deterministic)
     b, d, l, m = x.shape
     q = LayerNorm(dtype=dtype, name="norm1_q")(x.reshape(b * d, l, m))
@@ -41,6 +44,23 @@ class DecoderLayer(nn.Module):
     return out, pred, aux1 + aux2
 
 
+class OrderedRematDecoderLayer(nn.Module):
+  """remat "layer_ordered": a whole DecoderLayer (self TSA, cross-attention, FFN) under
+  tsa.ordered_remat_call; same numbers and parameter paths as DecoderLayer."""
+  cfg: ModelConfig
+  dec_expert: int
+  cross_expert: int
+
+  @nn.compact
+  def __call__(self, x, cross, deterministic: bool = True):
+    layer = DecoderLayer(self.cfg, self.dec_expert, self.cross_expert, remat_tsa=False)
+    nn.share_scope(self, layer)
+
+    def run(mdl, x, cross):
+      return mdl(x, cross, deterministic)
+    return ordered_remat_call(layer, run, x, cross)
+
+
 class Decoder(nn.Module):
   """dec_in [B, D, L0, d], enc_out list of 7 maps -> (prediction [B, T, D], aux)."""
   cfg: ModelConfig
@@ -49,8 +69,12 @@ class Decoder(nn.Module):
   def __call__(self, dec_in, enc_out, deterministic: bool = True):
     cfg = self.cfg
     x, total, aux = dec_in, None, jnp.zeros((), jnp.float32)
+    if cfg.remat == "layer_ordered":   # encoder map 0 waits for layer 0's whole backward
+      enc_out = list(enc_out)
+      x, enc_out[0] = cotangents_together(x, enc_out[0])
+    layer_cls = OrderedRematDecoderLayer if cfg.remat == "layer_ordered" else DecoderLayer
     for i, (de, ce) in enumerate(zip(cfg.dec_expert, cfg.cross_expert)):
-      x, pred, a = DecoderLayer(cfg, de, ce, name=f"decode_layers_{i}")(
+      x, pred, a = layer_cls(cfg, de, ce, name=f"decode_layers_{i}")(
           x, enc_out[i], deterministic)
       total = pred if total is None else total + pred
       aux = aux + a

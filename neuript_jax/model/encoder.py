@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from neuript_jax.model.attention import attention_mask_from_tokens
 from neuript_jax.model.config import ModelConfig
 from neuript_jax.model.embedding import spatial_pe, temporal_pe
-from neuript_jax.model.tsa import SegMerging, tsa_class
+from neuript_jax.model.tsa import SegMerging, cotangents_together, tsa_class
 
 
 def block_attention_masks(block_mask, mask_rows: bool):
@@ -54,14 +54,17 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, h0, block_masks=None, deterministic: bool = True):
     cfg = self.cfg
-    outs, aux, x = [], jnp.zeros((), jnp.float32), h0
+    first = h0
+    if cfg.quirks.pe_leaks_into_embedding and cfg.merge_layers[0] == 1:
+      first = h0 + temporal_pe(h0.shape[2], cfg.d_model)[None, None].astype(h0.dtype)
+    maps, aux, x = [first], jnp.zeros((), jnp.float32), h0
     for i, (win, experts) in enumerate(zip(cfg.merge_layers, cfg.enc_expert)):
       mask = None if block_masks is None else block_masks[i]
       x, a = ScaleBlock(cfg, win, experts, first=(i == 0), name=f"encode_blocks_{i}")(
           x, mask, deterministic)
-      outs.append(x)
+      if cfg.remat == "layer_ordered":      # block i's recompute after decoder layer i's
+        x, maps[i] = cotangents_together(x, maps[i])
+      maps.append(x)
       aux = aux + a
-    first = h0
-    if cfg.quirks.pe_leaks_into_embedding and cfg.merge_layers[0] == 1:
-      first = h0 + temporal_pe(h0.shape[2], cfg.d_model)[None, None].astype(h0.dtype)
-    return [first] + outs, aux
+    return maps, aux
+

@@ -85,13 +85,73 @@ REMAT_POLICIES = {
 }
 
 
+def ordered_remat_call(layer: nn.Module, run, *args):
+  """run(layer, *args) rematerialised like "block" (only the inputs are kept), with the
+  recompute held back until the cotangent of the output exists, and the input cotangents
+  released only together with the weight gradients.
+
+  Plain remat lets XLA schedule a layer's recompute as early as its inputs allow, and its
+  weight-gradient matmuls as late as it likes (keeping the recomputed activations live), so
+  on TPU several layers' recomputes were live at once. Here the backward passes the saved
+  inputs (the residuals of `nn.vjp` over the rematerialised layer, a pytree) and the incoming
+  cotangent through one `lax.optimization_barrier`, and the whole result through another.
+  `layer` must share its parent's scope (nn.share_scope) to keep its parameter paths."""
+  def forward(mdl, *a):
+    return nn.vjp(nn.remat(run), mdl, *a)
+
+  def backward(vjp_fn, g):
+    vjp_fn, g = jax.lax.optimization_barrier((vjp_fn, g))
+    return jax.lax.optimization_barrier(vjp_fn(g))
+
+  return nn.custom_vjp(run, forward, backward)(layer, *args)
+
+
+class OrderedRematTSA(nn.Module):
+  """TwoStageAttention under `ordered_remat_call`: same numbers and parameter paths; call it
+  like TwoStageAttention."""
+  cfg: ModelConfig
+  num_experts: int = 0
+
+  @nn.compact
+  def __call__(self, x, time_mask=None, dim_mask=None, spatial_pe=None,
+               deterministic: bool = True):
+    layer = TwoStageAttention(self.cfg, self.num_experts)
+    nn.share_scope(self, layer)
+
+    def run(mdl, x, time_mask, dim_mask, spatial_pe):
+      return mdl(x, time_mask, dim_mask, spatial_pe, deterministic)
+    return ordered_remat_call(layer, run, x, time_mask, dim_mask, spatial_pe)
+
+@jax.custom_vjp
+def cotangents_together(a, b):
+  """Identity on two arrays whose backward releases both cotangents through one
+  optimization barrier: whatever consumes either cotangent (with OrderedRematTSA, a layer's
+  recompute) waits until both exist. remat "layer_ordered" ties encoder block i's output to
+  the map decoder layer i reads, and the decoder's input to encoder map 0, so that no two
+  layers' recomputes run at the same time."""
+  return a, b
+
+
+def _together_fwd(a, b):
+  return (a, b), None
+
+
+def _together_bwd(_, g):
+  return jax.lax.optimization_barrier(g)
+
+
+cotangents_together.defvjp(_together_fwd, _together_bwd)
+
 def tsa_class(cfg: ModelConfig):
-  """TwoStageAttention, rematerialised per layer with cfg.remat's policy unless "none".
+  """TwoStageAttention, rematerialised per layer with cfg.remat's policy unless "none"
+  ("layer_ordered": OrderedRematTSA).
 
   Call the result positionally: (x, time_mask, dim_mask, spatial_pe, deterministic).
   """
   if cfg.remat == "none":
     return TwoStageAttention
+  if cfg.remat == "layer_ordered":
+    return OrderedRematTSA
   if cfg.remat not in REMAT_POLICIES:
     raise ValueError(f"remat must be one of {REMAT_OPTIONS}, got {cfg.remat!r}")
   # Args after self: x, time_mask, dim_mask, spatial_pe, deterministic (static).
