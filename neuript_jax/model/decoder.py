@@ -69,10 +69,10 @@ class Decoder(nn.Module):
   def __call__(self, dec_in, enc_out, deterministic: bool = True):
     cfg = self.cfg
     x, total, aux = dec_in, None, jnp.zeros((), jnp.float32)
+    layer_cls = DecoderLayer
     if cfg.remat == "layer_ordered":   # encoder map 0 waits for layer 0's whole backward
-      enc_out = list(enc_out)
+      layer_cls, enc_out = OrderedRematDecoderLayer, list(enc_out)
       x, enc_out[0] = cotangents_together(x, enc_out[0])
-    layer_cls = OrderedRematDecoderLayer if cfg.remat == "layer_ordered" else DecoderLayer
     for i, (de, ce) in enumerate(zip(cfg.dec_expert, cfg.cross_expert)):
       x, pred, a = layer_cls(cfg, de, ce, name=f"decode_layers_{i}")(
           x, enc_out[i], deterministic)

@@ -67,4 +67,3 @@ class Encoder(nn.Module):
       maps.append(x)
       aux = aux + a
     return maps, aux
-

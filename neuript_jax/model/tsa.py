@@ -122,6 +122,7 @@ class OrderedRematTSA(nn.Module):
       return mdl(x, time_mask, dim_mask, spatial_pe, deterministic)
     return ordered_remat_call(layer, run, x, time_mask, dim_mask, spatial_pe)
 
+
 @jax.custom_vjp
 def cotangents_together(a, b):
   """Identity on two arrays whose backward releases both cotangents through one
@@ -141,6 +142,7 @@ def _together_bwd(_, g):
 
 
 cotangents_together.defvjp(_together_fwd, _together_bwd)
+
 
 def tsa_class(cfg: ModelConfig):
   """TwoStageAttention, rematerialised per layer with cfg.remat's policy unless "none"
