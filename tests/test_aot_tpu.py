@@ -104,3 +104,33 @@ def test_small_stage1_compiles_for_a_four_chip_v5p_slice():
   assert 0 < result["argument_bytes"] and 0 < result["temp_bytes"] < result["peak_bytes"]
   assert result["roofline"]["bound"] in ("memory", "compute")
   assert "attention pallas" in out.stdout      # "auto" resolved for the TPU mesh
+
+
+MESH_PROBE = """
+import json, sys
+from neuript_jax.bench import tpu
+out = {}
+for name, slices, shape in json.loads(sys.argv[1]):
+  mesh = tpu.make_tpu_mesh(tpu.parse_topology(name, slices), shape, ("data", "fsdp", "tensor"))
+  out[f"{name}x{slices}"] = [dict(mesh.shape), len({d.id for d in mesh.devices.flat})]
+print(json.dumps(out))
+"""
+
+
+def test_meshes_with_an_axis_that_splits_a_physical_axis_are_built():
+  """tensor 2 over v6e-64's 8 x 8 chips (and 8 over v5e-256's 16 x 16) matches no whole
+  physical axis; mesh_utils refuses it unless asked to split one, and the mesh is built."""
+  env = libtpu_env()
+  if env is None:
+    pytest.skip("libtpu not found (neither installed nor in .venv-tpu): pip install --no-deps "
+                "--target .venv-tpu -r requirements-tpu.txt")
+  cases = [("v6e-64", 1, [1, 32, 2]), ("v5e-256", 1, [1, 32, 8]), ("v5p-32", 2, [2, 8, 2]),
+           ("v5p-8", 1, [1, 4, 1])]
+  out = subprocess.run([sys.executable, "-c", MESH_PROBE, json.dumps(cases)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  for name, slices, shape in cases:
+    layout, distinct = got[f"{name}x{slices}"]
+    assert layout == dict(zip(("data", "fsdp", "tensor"), shape))
+    assert distinct == shape[0] * shape[1] * shape[2]     # every chip exactly once

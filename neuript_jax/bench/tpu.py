@@ -164,7 +164,10 @@ def compile_only_devices(topology: Topology) -> list:
 
 def make_tpu_mesh(topology: Topology, shape, axis_names):
   """Mesh of `shape` over the topology's devices. With several slices the first axis spans
-  them (DCN): shape[0] must be a multiple of num_slices."""
+  them (DCN): shape[0] must be a multiple of num_slices.
+
+  A logical axis that no whole physical axis matches (tensor 2 on v6e-64's 8 x 8 chips) is
+  laid over part of one: mesh_utils is retried with allow_split_physical_axes=True."""
   import numpy as np
   from jax.experimental import mesh_utils
   from jax.sharding import AxisType, Mesh
@@ -180,9 +183,13 @@ def make_tpu_mesh(topology: Topology, shape, axis_names):
                        f"num_slices={topology.num_slices} (it spans the slices)")
     ici = (shape[0] // topology.num_slices,) + shape[1:]
     dcn = (topology.num_slices,) + (1,) * (len(shape) - 1)
-    grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices)
+    build = lambda **kw: mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, **kw)
   else:
-    grid = mesh_utils.create_device_mesh(shape, devices)
+    build = lambda **kw: mesh_utils.create_device_mesh(shape, devices, **kw)
+  try:
+    grid = build()
+  except NotImplementedError:   # mesh_utils: "set allow_split_physical_axes to True"
+    grid = build(allow_split_physical_axes=True)
   return Mesh(np.asarray(grid), tuple(axis_names), axis_types=(AxisType.Auto,) * len(shape))
 
 
