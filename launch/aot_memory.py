@@ -22,6 +22,10 @@ each chip sees global / (data x fsdp) samples.
 
   --json      end with one JSON line: per_chip_batch, argument_bytes, temp_bytes, peak_bytes,
               flops, bytes_accessed (all per chip), the roofline and the layout.
+  --nowindowed_einsum
+              compile without collective-matmul loops: XLA's cost analysis counts a loop body
+              once, so FLOPs and HBM bytes of a step with such loops (FSDP over many chips)
+              are undercounts, flagged by "counts_complete": false in the JSON.
   --sweep     the largest per-chip batch that fits the chip's HBM (few compiles, by
               neuript_jax.bench.memory_fit); the global batch is then per-chip x data x fsdp.
 """
@@ -49,6 +53,11 @@ MAX_COMPILES = flags.DEFINE_integer("max_compiles", 5, "sweep: compiles at most"
 LIVE_TOP = flags.DEFINE_integer(
     "live_top", 0, "also print what is live at the step's memory peak, by model part, and its "
     "N largest buffers (bench/hlo_liveness.py; estimated from the scheduled HLO)")
+WINDOWED_EINSUM = flags.DEFINE_bool(
+    "windowed_einsum", True, "let the TPU compiler form collective matmuls (its default). Their "
+    "loops are counted once by XLA's cost analysis, so where the compiled step has them its "
+    "flops and HBM bytes are undercounts; --nowindowed_einsum compiles without them, for full "
+    "counts (that step's memory is then one without collective matmuls)")
 HLO_OUT = flags.DEFINE_string("hlo_out", None, "write the optimized HLO text of each compile "
                               "here (PATH, or PATH.<per-chip batch> with --sweep)")
 flags.mark_flag_as_required("topology")
@@ -101,9 +110,11 @@ def measure(config, model_cfg, mesh, stage, topology, rows: int, per_chip: int) 
   compiled = compile_step(config, model_cfg, mesh, stage)
   out = {"per_chip_batch": per_chip, "global_batch": per_chip * rows,
          "compile_seconds": round(time.time() - start, 1), **tpu.step_numbers(compiled)}
+  text = compiled.as_text()
+  out["windowed_einsum_loops"] = tpu.windowed_einsum_loops(text)
+  out["counts_complete"] = out["windowed_einsum_loops"] == 0
   if LIVE_TOP.value or HLO_OUT.value:
     from neuript_jax.bench import hlo_liveness
-    text = compiled.as_text()
     if HLO_OUT.value:
       path = f"{HLO_OUT.value}.{per_chip}" if SWEEP.value else HLO_OUT.value
       with open(path, "w") as f:
@@ -120,6 +131,11 @@ def measure(config, model_cfg, mesh, stage, topology, rows: int, per_chip: int) 
 def report(m: dict, topology) -> str:
   b = m["per_chip_batch"]
   r = m["roofline"]
+  lines = [] if m["counts_complete"] else [
+      f"  WARNING: {m['windowed_einsum_loops']} windowed-einsum (collective matmul) loops in "
+      "the compiled step; XLA's cost analysis counts each loop body once, so the FLOPs, HBM "
+      "bytes and roofline below are undercounts. --nowindowed_einsum compiles without them "
+      "for full counts."]
   return "\n".join([
       f"per chip, batch {b} (global {m['global_batch']}), compiled in "
       f"{m['compile_seconds']:.0f} s:",
@@ -135,7 +151,7 @@ def report(m: dict, topology) -> str:
       f"{r['bound']}-bound, {r['arithmetic_intensity']:.0f} FLOP/byte vs ridge "
       f"{r['ridge_intensity']:.0f}), {r['samples_per_second_per_chip']:.1f} samples/s per "
       f"chip, MFU <= {100 * r['mfu_bound']:.1f}%",
-  ])
+  ] + lines)
 
 
 def main(argv):
@@ -145,6 +161,8 @@ def main(argv):
     topology = tpu.parse_topology(TOPOLOGY.value, NUM_SLICES.value)
   except ValueError as e:
     raise app.UsageError(str(e))
+  if not WINDOWED_EINSUM.value:
+    tpu.disable_windowed_einsum()
   try:
     tpu.require_libtpu()
   except tpu.LibtpuMissing as e:
@@ -193,7 +211,7 @@ def main(argv):
     result = measure(config, model_cfg, mesh, stage, topology, rows, b // rows)
     print(report(result, topology))
     result.update(topology=topology.name, num_slices=topology.num_slices, stage=stage,
-                  mesh=layout)
+                  mesh=layout, windowed_einsum=WINDOWED_EINSUM.value)
   if JSON.value:
     print(json.dumps(result, default=float))
 

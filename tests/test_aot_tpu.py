@@ -104,6 +104,9 @@ def test_small_stage1_compiles_for_a_four_chip_v5p_slice():
   assert 0 < result["argument_bytes"] and 0 < result["temp_bytes"] < result["peak_bytes"]
   assert result["roofline"]["bound"] in ("memory", "compute")
   assert "attention pallas" in out.stdout      # "auto" resolved for the TPU mesh
+  # No collective-matmul loops at this size, so the cost analysis has counted every dot.
+  assert result["windowed_einsum_loops"] == 0 and result["counts_complete"]
+  assert result["windowed_einsum"] is True and "WARNING" not in out.stdout
 
 
 MESH_PROBE = """
@@ -134,3 +137,23 @@ def test_meshes_with_an_axis_that_splits_a_physical_axis_are_built():
     layout, distinct = got[f"{name}x{slices}"]
     assert layout == dict(zip(("data", "fsdp", "tensor"), shape))
     assert distinct == shape[0] * shape[1] * shape[2]     # every chip exactly once
+
+
+# Two while loops of a v5p-64 compile (fsdp 32) of the paper step, shortened, and a loop that
+# is not a collective matmul.
+WINDOWED_HLO = """
+  %while.350 = (bf16[160,256,768]{2,1,0:T(8,128)(2,1)}, u32[]{:T(128)}) while(%tuple.5485), condition=%wide.windowed_dot_general_cond_ag.34, body=%wide.windowed_dot_general_body_ag.34.sunk, metadata={op_name="jit(train_step)/out_projection"}
+  %while.7 = (bf16[1,24,768]{2,1,0}, u32[]{:T(128)}) while(%tuple.61), condition=%wide.windowed_dot_general_cond_rs.3, body=%wide.windowed_dot_general_body_rs.3
+  %while.8 = (s32[], f32[4]{0}) while(%tuple.9), condition=%cond.1, body=%body.1
+%wide.windowed_dot_general_body_ag.34.sunk (wide.param.1: (bf16[160,256,768], u32[])) -> (bf16[160,256,768], u32[]) {
+"""
+
+
+def test_collective_matmul_loops_are_counted_and_can_be_switched_off():
+  assert tpu.windowed_einsum_loops(WINDOWED_HLO) == 2
+  assert tpu.windowed_einsum_loops(WINDOWED_HLO.replace("windowed_dot_general", "x")) == 0
+  env = {"LIBTPU_INIT_ARGS": "--xla_tpu_foo=1"}
+  tpu.disable_windowed_einsum(env)
+  assert env["LIBTPU_INIT_ARGS"].split() == [
+      "--xla_tpu_foo=1", "--xla_tpu_enable_windowed_einsum_for_all_gather=false",
+      "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false"]

@@ -17,6 +17,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import re
 from typing import Any
 
 GIB = 2 ** 30
@@ -209,6 +210,28 @@ def step_numbers(compiled) -> dict[str, float]:
   out["flops"] = float(cost.get("flops", 0.0))
   out["bytes_accessed"] = float(cost.get("bytes accessed", 0.0))
   return out
+
+
+# The SPMD partitioner's collective matmuls ("windowed einsum": a dot over an all-gathered or
+# reduce-scattered operand becomes a loop over its shards) are while loops in the optimized
+# HLO. XLA's cost analysis counts a loop body once, not once per trip, so with such loops the
+# compiled step's flops and bytes accessed are undercounts.
+WINDOWED_EINSUM_OFF = ("--xla_tpu_enable_windowed_einsum_for_all_gather=false "
+                       "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")
+_WINDOWED_LOOP = re.compile(r"\bwhile\(.*\bbody=%?[\w.-]*windowed_dot_general")
+
+
+def windowed_einsum_loops(hlo_text: str) -> int:
+  """How many while loops of the optimized HLO text are collective-matmul (windowed einsum)
+  loops."""
+  return sum(1 for line in hlo_text.splitlines() if _WINDOWED_LOOP.search(line))
+
+
+def disable_windowed_einsum(environ=os.environ) -> None:
+  """Ask libtpu (before it loads) not to form windowed-einsum loops, so that the cost
+  analysis sees every dot once per execution."""
+  environ["LIBTPU_INIT_ARGS"] = " ".join(
+      filter(None, [environ.get("LIBTPU_INIT_ARGS", ""), WINDOWED_EINSUM_OFF]))
 
 
 def roofline(flops: float, bytes_accessed: float, chip: Chip, samples_per_chip: float,
