@@ -211,7 +211,8 @@ def main(argv):
     result = measure(config, model_cfg, mesh, stage, topology, rows, b // rows)
     print(report(result, topology))
     result.update(topology=topology.name, num_slices=topology.num_slices, stage=stage,
-                  mesh=layout, windowed_einsum=WINDOWED_EINSUM.value)
+                  mesh=layout)
+  result["windowed_einsum"] = WINDOWED_EINSUM.value
   if JSON.value:
     print(json.dumps(result, default=float))
 

@@ -39,6 +39,14 @@ def libtpu_env() -> dict | None:
   return None
 
 
+def libtpu_env_or_skip() -> dict:
+  env = libtpu_env()
+  if env is None:
+    pytest.skip("libtpu not found (neither installed nor in .venv-tpu): pip install --no-deps "
+                "--target .venv-tpu -r requirements-tpu.txt")
+  return env
+
+
 def run_aot(args, env, timeout=900):
   return subprocess.run([sys.executable, "-m", "launch.aot_memory", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
@@ -83,10 +91,7 @@ def test_without_libtpu_the_command_says_so_and_fails(tmp_path):
 
 
 def test_small_stage1_compiles_for_a_four_chip_v5p_slice():
-  env = libtpu_env()
-  if env is None:
-    pytest.skip("libtpu not found (neither installed nor in .venv-tpu): pip install --no-deps "
-                "--target .venv-tpu -r requirements-tpu.txt")
+  env = libtpu_env_or_skip()
   out = run_aot(["--topology=v5p-8", "--json", "--live_top=4", *SMALL_STAGE1], env)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -123,10 +128,7 @@ print(json.dumps(out))
 def test_meshes_with_an_axis_that_splits_a_physical_axis_are_built():
   """tensor 2 over v6e-64's 8 x 8 chips (and 8 over v5e-256's 16 x 16) matches no whole
   physical axis; mesh_utils refuses it unless asked to split one, and the mesh is built."""
-  env = libtpu_env()
-  if env is None:
-    pytest.skip("libtpu not found (neither installed nor in .venv-tpu): pip install --no-deps "
-                "--target .venv-tpu -r requirements-tpu.txt")
+  env = libtpu_env_or_skip()
   cases = [("v6e-64", 1, [1, 32, 2]), ("v5e-256", 1, [1, 32, 8]), ("v5p-32", 2, [2, 8, 2]),
            ("v5p-8", 1, [1, 4, 1])]
   out = subprocess.run([sys.executable, "-c", MESH_PROBE, json.dumps(cases)], cwd=REPO, env=env,
