@@ -5,6 +5,8 @@ r"""Benchmark: our stage-1/stage-2 train steps and forwards, beside the PyTorch 
       --config.data.global_batch_size=8 --parts=train2,forward2 --steps=3 --rounds=3
   python -m launch.bench --config=neuript_jax/configs/pretrain.py:paper --parts=train1,train2
   python -m launch.bench --input_pipeline --config=neuript_jax/configs/pretrain.py:paper
+  python -m launch.bench --config=neuript_jax/configs/finetune.py:small --side=jax \
+      --parts=forward2 --thunk_profile=/tmp/thunks
 
 The model, the batch (`data.global_batch_size`) and the seed come from a whole experiment
 config (`--config=FILE[:ARG]` plus `--config.*` overrides; `neuript_jax/bench/steps.py`
@@ -24,6 +26,10 @@ killer (oom_score_adj 1000), so that they, not a neighbour's process, are the on
 
 --side=jax|torch times one side in this process; --side=both alternates the sides in one
 process (on CPU the two sides then slow each other through host memory; BENCHMARKS.md).
+--side=jax --thunk_profile=DIR then traces --steps calls of each part with the jax profiler
+and writes, per part, DIR/<part>_thunks.csv (ms per call of every XLA:CPU thunk, with its
+kind, shape and jax op_name) and DIR/<part>_thunks.png (the time by module and kind);
+`neuript_jax/bench/thunk_profile.py`.
 
 Prints a table and, last, one JSON line. Keys (stage 2 unprefixed, stage 1 with "stage1_"):
 batch / stage1_batch, jax_train_step_s, torch_train_step_s, ratio (ours / reference; with
@@ -74,6 +80,10 @@ JSON_OUT = flags.DEFINE_string("json_out", None, "also write the JSON result to 
 RELEASE = flags.DEFINE_bool("release_memory", False, "--side=both: malloc_trim after every "
                             "timed call (untimed), when both sides do not fit in host memory "
                             "together; costs the reference ~10%, so the result records it")
+THUNKS = flags.DEFINE_string("thunk_profile", None, "--side=jax: after timing, trace --steps "
+                             "calls of each part with the jax profiler and write "
+                             "DIR/<part>_thunks.csv (ms per XLA:CPU thunk with its kind, shape "
+                             "and op_name) and DIR/<part>_thunks.png (by module and kind)")
 INPUT = flags.DEFINE_bool("input_pipeline", False, "benchmark the input pipeline instead")
 WORKDIR = flags.DEFINE_string("workdir", "/tmp/neuript_bench", "input pipeline: where the "
                               "synthetic corpus and its shards are written (reused)")
@@ -111,10 +121,16 @@ def run_here(side: str) -> dict:
         TORCH_REF.value, cfg, batch_np, masks, parts, dtype)
   try:
     result = bench.run(CONFIG.value, STEPS.value, WARMUP.value, tuple(PARTS.value), factory,
-                       CONFIG.value.get("name", ""), RELEASE.value, ours=side != "torch")
+                       CONFIG.value.get("name", ""), RELEASE.value, ours=side != "torch",
+                       thunk_profile_dir=THUNKS.value)
   except ValueError as e:
     raise app.UsageError(str(e))
   print(bench.format_table(result))
+  for part, prof in result.get("thunk_profile", {}).items():
+    kinds = ", ".join(f"{k} {v:.1f}" for k, v in prof["ms_per_call_by_kind"].items())
+    say(f"{part} thunks, ms per call: {kinds}; {prof['csv']}, {prof['png']}")
+    for name, ms in prof["top_scopes"].items():
+      say(f"  {ms:8.1f}  {name}")
   return result
 
 
@@ -217,6 +233,8 @@ def main(argv):
   for name, use in _REMOVED.items():
     if flags.FLAGS[name].value is not None:
       raise app.UsageError(f"--{name} was removed: use {use}")
+  if THUNKS.value and SIDE.value != "jax":
+    raise app.UsageError("--thunk_profile needs --side=jax (it traces our side in this process)")
   if ROUNDS.value < 1 or STEPS.value < 0:
     raise app.UsageError(f"--rounds must be >= 1 and --steps >= 0 "
                          f"(got {ROUNDS.value}, {STEPS.value})")

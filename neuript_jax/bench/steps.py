@@ -219,6 +219,7 @@ class JaxParts:
     self.compile_s: dict[str, float] = {}
     self.temp_bytes: dict[str, int] = {}     # XLA's temporaries of each compiled part
     self.skipped: dict[str, str] = {}
+    self.compiled: dict[str, object] = {}    # each part's compiled program (HLO: as_text())
     self._cpu = jax.devices()[0].platform == "cpu"
     mesh = mesh_lib.make_mesh([1, 1, 1, 1], devices=jax.devices()[:1])
     gb = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh, v.ndim))
@@ -249,6 +250,7 @@ class JaxParts:
     start = time.perf_counter()
     compiled = fn.lower(*args).compile()
     self.compile_s[part] = time.perf_counter() - start
+    self.compiled[part] = compiled
     mem = compiled.memory_analysis()
     if mem is not None:
       self.temp_bytes[part] = int(mem.temp_size_in_bytes)
@@ -364,8 +366,28 @@ def summarize(times: dict, model_cfg, batch: int, parts, peak_flops: float | Non
   return out
 
 
+def profile_thunks(jax_parts: JaxParts, out_dir: str, calls: int) -> dict:
+  """Per part of jax_parts that runs: `calls` calls traced (`thunk_profile`), written as
+  out_dir/<part>_thunks.csv and <part>_thunks.png; returns {part: {csv, png,
+  ms_per_call_by_kind, top_scopes}}."""
+  from neuript_jax.bench import thunk_profile as tp
+  os.makedirs(out_dir, exist_ok=True)
+  out = {}
+  for part, call in jax_parts.calls.items():
+    rows = tp.profile_calls(call, calls, jax_parts.compiled[part].as_text(),
+                            os.path.join(out_dir, f"{part}_trace"))
+    out[part] = {
+        "csv": tp.write_csv(rows, os.path.join(out_dir, f"{part}_thunks.csv")),
+        "png": tp.plot_scopes(rows, os.path.join(out_dir, f"{part}_thunks.png"),
+                              f"{part}: XLA:CPU thunk time by module and kind ({calls} calls)"),
+        "ms_per_call_by_kind": {k: round(v, 1) for k, v in tp.by_kind(rows).items()},
+        "top_scopes": {k: round(v, 1) for k, v in list(tp.by_scope(rows).items())[:10]}}
+  return out
+
+
 def run(config, steps: int, warmup: int = 1, parts=PARTS, torch_factory=None,
-        preset: str = "", trim: bool = False, ours: bool = True) -> dict:
+        preset: str = "", trim: bool = False, ours: bool = True,
+        thunk_profile_dir: str | None = None) -> dict:
   """Build, compile, time; returns the result dict (see launch/bench.py for the keys).
 
   config: a whole experiment config (`bench_configs`); the batch is its
@@ -374,6 +396,8 @@ def run(config, steps: int, warmup: int = 1, parts=PARTS, torch_factory=None,
   after every call (untimed), for sizes where both sides do not fit in host memory together;
   it costs the reference ~10% (it faults its memory in again every step instead of reusing
   malloc's free lists). ours=False: the reference's side only (launch.bench --side=torch).
+  thunk_profile_dir: after timing, `profile_thunks` of our parts there (result key
+  "thunk_profile").
   """
   from neuript_jax import host_memory
   from neuript_jax.configs.common import to_model_config
@@ -424,6 +448,8 @@ def run(config, steps: int, warmup: int = 1, parts=PARTS, torch_factory=None,
       "times": {side: {p: [round(t, 4) for t in ts] for p, ts in per.items()}
                 for side, per in times.items()}})
   result.update(info)
+  if thunk_profile_dir and jax_parts is not None:
+    result["thunk_profile"] = profile_thunks(jax_parts, thunk_profile_dir, max(steps, 1))
   return result
 
 
