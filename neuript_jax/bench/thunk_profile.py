@@ -125,7 +125,7 @@ def by_kind(rows: list[dict]) -> dict[str, float]:
   return _sums(rows, lambda r: r["kind"])
 
 
-def by_scope(rows: list[dict], depth: int = 4) -> dict[str, float]:
+def by_scope(rows: list[dict], depth: int = 5) -> dict[str, float]:
   """ms per call summed by `scope(op_name, depth)` and kind ("scope [kind]"), largest first."""
   return _sums(rows, lambda r: f"{scope(r['op_name'], depth)} [{r['kind']}]")
 
@@ -140,7 +140,7 @@ def write_csv(rows: list[dict], path: str) -> str:
   return path
 
 
-def plot_scopes(rows: list[dict], path: str, title: str, depth: int = 4, top: int = 25) -> str:
+def plot_scopes(rows: list[dict], path: str, title: str, depth: int = 5, top: int = 25) -> str:
   """Horizontal bars: ms per call of the `top` largest scope/kind groups (PNG)."""
   from matplotlib.figure import Figure
   groups = list(by_scope(rows, depth).items())[:top][::-1]
