@@ -80,6 +80,26 @@ def test_removed_flags_name_their_replacement():
   assert "--preset was removed: use --config=neuript_jax/configs/pretrain.py:" in proc.stderr
 
 
+def test_thunk_profile_flag_writes_the_profile_of_each_part(tmp_path):
+  out = tmp_path / "prof"
+  base = [sys.executable, "-m", "launch.bench", "--config=neuript_jax/configs/pretrain.py:tiny",
+          "--config.data.global_batch_size=2", "--steps=1", "--parts=forward2",
+          f"--thunk_profile={out}"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(base + ["--side=jax", *SMALL_ARGS], cwd=REPO, capture_output=True,
+                        text=True, timeout=600, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  prof = result["thunk_profile"]["forward2"]
+  assert os.path.exists(prof["csv"]) and os.path.exists(prof["png"])
+  assert prof["ms_per_call_by_kind"]["matmul"] > 0
+  assert any(k.startswith("Stage2Model/") for k in prof["top_scopes"])
+  assert "forward2 thunks, ms per call: " in proc.stdout
+
+  bad = subprocess.run(base, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+  assert bad.returncode != 0 and "--thunk_profile needs --side=jax" in bad.stderr
+
+
 def test_bench_configs_take_model_batch_and_seed_from_either_experiment():
   for mod in (pretrain_config, finetune_config):
     c = mod.get_config("small")

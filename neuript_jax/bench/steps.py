@@ -367,7 +367,7 @@ def summarize(times: dict, model_cfg, batch: int, parts, peak_flops: float | Non
 
 
 def profile_thunks(jax_parts: JaxParts, out_dir: str, calls: int) -> dict:
-  """Per part of jax_parts that runs: `calls` calls traced (`thunk_profile`), written as
+  """Per part of jax_parts that runs (warm: `run` has timed it): `calls` calls traced, written as
   out_dir/<part>_thunks.csv and <part>_thunks.png; returns {part: {csv, png,
   ms_per_call_by_kind, top_scopes}}."""
   from neuript_jax.bench import thunk_profile as tp

@@ -8,6 +8,7 @@ compiled (optimized) HLO text: its output shape, its kind and the jax `op_name` 
   profile_calls(call, calls, hlo_text, log_dir) -> rows, slowest first: dicts with thunk,
       ms_per_call, kind ("matmul" | "layout copy" | "other"), shape, op_name
   by_kind(rows) / by_scope(rows, depth) -> {name: ms per call}, largest first
+      (by_scope_and_kind: keyed by (scope, kind))
   write_csv(rows, path); plot_scopes(rows, path, title)
 
 Thunks that do not depend on each other run at the same time on different threads, so a
@@ -33,7 +34,8 @@ import jax
 # the lazy shape group up to the opcode that precedes "(".
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.+?) ([a-z][\w\-]*)\((.*)$", re.M)
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*?\{\n(.*?)\n\}", re.M | re.S)
-_LAYOUT_OPS = ("copy", "transpose")
+_MATMUL_OPS = frozenset({"dot", "convolution"})
+_LAYOUT_OPS = frozenset({"copy", "transpose"})
 
 
 def hlo_instructions(hlo_text: str) -> dict[str, dict]:
@@ -55,9 +57,9 @@ def hlo_instructions(hlo_text: str) -> dict[str, dict]:
     ops = {opcode}
     if called and called.group(1) in bodies:
       ops = opcodes(bodies[called.group(1)])
-    if ops & {"dot", "convolution"}:
+    if ops & _MATMUL_OPS:
       kind = "matmul"
-    elif ops & set(_LAYOUT_OPS):
+    elif ops & _LAYOUT_OPS:
       kind = "layout copy"
     else:
       kind = "other"
@@ -93,10 +95,10 @@ def thunk_rows(events: list[dict], instructions: dict[str, dict], calls: int) ->
 def profile_calls(call: Callable[[], object], calls: int, hlo_text: str,
                   log_dir: str) -> list[dict]:
   """Trace `calls` calls of call() (each blocks until its result is ready) into log_dir and
-  join the thunks with hlo_text (`compiled.as_text()` of the program call runs)."""
+  join the thunks with hlo_text (`compiled.as_text()` of the program call runs). Call it
+  warm: a first call's one-off work would be traced too."""
   if calls < 1:
     raise ValueError(f"calls must be >= 1, got {calls}")
-  call()                               # warm: the first call may still allocate and page in
   with jax.profiler.trace(log_dir):
     for _ in range(calls):
       call()
@@ -125,9 +127,14 @@ def by_kind(rows: list[dict]) -> dict[str, float]:
   return _sums(rows, lambda r: r["kind"])
 
 
+def by_scope_and_kind(rows: list[dict], depth: int = 5) -> dict[tuple[str, str], float]:
+  """ms per call summed by (`scope(op_name, depth)`, kind), largest first."""
+  return _sums(rows, lambda r: (scope(r["op_name"], depth), r["kind"]))
+
+
 def by_scope(rows: list[dict], depth: int = 5) -> dict[str, float]:
-  """ms per call summed by `scope(op_name, depth)` and kind ("scope [kind]"), largest first."""
-  return _sums(rows, lambda r: f"{scope(r['op_name'], depth)} [{r['kind']}]")
+  """`by_scope_and_kind` with "scope [kind]" keys."""
+  return {f"{s} [{k}]": ms for (s, k), ms in by_scope_and_kind(rows, depth).items()}
 
 
 def write_csv(rows: list[dict], path: str) -> str:
@@ -143,13 +150,13 @@ def write_csv(rows: list[dict], path: str) -> str:
 def plot_scopes(rows: list[dict], path: str, title: str, depth: int = 5, top: int = 25) -> str:
   """Horizontal bars: ms per call of the `top` largest scope/kind groups (PNG)."""
   from matplotlib.figure import Figure
-  groups = list(by_scope(rows, depth).items())[:top][::-1]
+  groups = list(by_scope_and_kind(rows, depth).items())[:top][::-1]
   colours = {"matmul": "tab:blue", "layout copy": "tab:red", "other": "tab:gray"}
   fig = Figure(figsize=(10, 0.3 * len(groups) + 1.5))
   ax = fig.add_subplot()
-  ax.barh(range(len(groups)), [v for _, v in groups],
-          color=[colours[k.rsplit("[", 1)[1][:-1]] for k, _ in groups])
-  ax.set_yticks(range(len(groups)), [k for k, _ in groups], fontsize=7)
+  ax.barh(range(len(groups)), [ms for _, ms in groups],
+          color=[colours[kind] for (_, kind), _ in groups])
+  ax.set_yticks(range(len(groups)), [f"{s} [{kind}]" for (s, kind), _ in groups], fontsize=7)
   ax.set_xlabel("ms per call (summed over thunks; concurrent thunks overlap)")
   ax.set_title(title, fontsize=9)
   fig.tight_layout()
