@@ -239,3 +239,51 @@ def test_swiglu_gate_custom_gradient_matches_autodiff(dtype):
   tol = 1e-6 if dtype == jnp.float32 else 3e-2
   np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
                              rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_swiglu_halves_matches_swiglu_gate_and_its_gradient(dtype):
+  """swiglu_halves(a, g) is swiglu_gate([a | g]): the same values and the same cotangents."""
+  from neuript_jax.model.layers import swiglu_gate, swiglu_halves
+  h = (jax.random.normal(jax.random.key(5), (7, 10)) * 6).astype(dtype)
+  a, g = h[:, :5], h[:, 5:]
+  dy = jax.random.normal(jax.random.key(6), (7, 5)).astype(dtype)
+  np.testing.assert_array_equal(np.asarray(swiglu_halves(a, g), np.float32),
+                                np.asarray(swiglu_gate(h), np.float32))
+  da, dg = jax.vjp(swiglu_halves, a, g)[1](dy)
+  dh = jax.vjp(swiglu_gate, h)[1](dy)[0]
+  np.testing.assert_array_equal(np.asarray(jnp.concatenate([da, dg], -1), np.float32),
+                                np.asarray(dh, np.float32))
+
+
+def test_dense_column_blocks_are_the_columns_of_one_matmul():
+  from neuript_jax.model.layers import Dense
+  x = jax.random.normal(jax.random.key(7), (3, 4, 6))
+  dense = Dense(8)
+  params = dense.init(jax.random.key(8), x)
+  whole = np.asarray(dense.apply(params, x))
+  blocks = dense.apply(params, x, column_blocks=2)
+  assert len(blocks) == 2
+  np.testing.assert_allclose(np.concatenate([np.asarray(b) for b in blocks], -1), whole,
+                             rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="do not split into 3 column blocks"):
+    dense.apply(params, x, column_blocks=3)
+
+
+def test_swiglu_split_projection_on_cpu_gives_the_accelerator_path_numbers(monkeypatch):
+  """On CPU SwiGLU runs its input projection as two matmuls (layers.SwiGLU); the output and
+  every gradient equal those of the one-matmul path that accelerators take."""
+  import neuript_jax.model.layers as layers
+  mlp = layers.SwiGLU(6)
+  x = jax.random.normal(jax.random.key(9), (5, 4))
+  params = mlp.init(jax.random.key(10), x)
+  loss = lambda p, x: jnp.sum(jnp.sin(mlp.apply(p, x)))
+  assert jax.default_backend() == "cpu"
+  jaxpr_cpu = str(jax.make_jaxpr(lambda p, x: mlp.apply(p, x))(params, x))
+  cpu = jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+  monkeypatch.setattr(layers, "target_platform", lambda: "tpu")
+  jaxpr_acc = str(jax.make_jaxpr(lambda p, x: mlp.apply(p, x))(params, x))
+  acc = jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+  assert jaxpr_cpu.count("dot_general") == 3 and jaxpr_acc.count("dot_general") == 2
+  for a, b in zip(jax.tree_util.tree_leaves(cpu), jax.tree_util.tree_leaves(acc)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)

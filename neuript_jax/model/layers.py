@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from neuript_jax.model.mesh_axes import target_platform
+
 
 def torch_linear_kernel_init(key, shape, dtype=jnp.float32):
   """PyTorch nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); fan_in = shape[-2]."""
@@ -35,14 +37,24 @@ class Dense(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, column_blocks: int = 1):
+    """x [..., in] -> y [..., features]; with column_blocks n > 1, the tuple of n outputs
+    [..., features / n] of the kernel's column blocks, one matmul each (the same numbers as
+    slicing y)."""
     fan_in = x.shape[-1]
     kernel = self.param("kernel", nn.with_logical_partitioning(
         torch_linear_kernel_init, tuple(self.axes)), (fan_in, self.features), jnp.float32)
     bias = self.param("bias", nn.with_logical_partitioning(
         torch_linear_bias_init(fan_in), (self.axes[-1],)), (self.features,), jnp.float32)
-    y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype))
-    return y + bias.astype(self.dtype)
+    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+    if column_blocks == 1:
+      return jnp.einsum("...i,io->...o", x, kernel) + bias
+    if self.features % column_blocks:
+      raise ValueError(f"Dense {self.name}: {self.features} features do not split into "
+                       f"{column_blocks} column blocks")
+    w = self.features // column_blocks
+    blocks = [slice(j * w, (j + 1) * w) for j in range(column_blocks)]
+    return tuple(jnp.einsum("...i,io->...o", x, kernel[:, c]) + bias[c] for c in blocks)
 
 
 class LayerNorm(nn.Module):
@@ -76,28 +88,58 @@ def swiglu_gate(h):
   return nn.silu(a) * g
 
 
+def _swiglu_grads(a, g, dy):
+  """(d/da, d/dg) of SiLU(a) * g for the output cotangent dy."""
+  s = jax.nn.sigmoid(a)
+  return dy * g * s * (1 + a * (1 - s)), dy * (a * s)
+
+
 def _swiglu_gate_fwd(h):
   return swiglu_gate(h), h
 
 
 def _swiglu_gate_bwd(h, dy):
-  a, g = jnp.split(h, 2, axis=-1)
-  s = jax.nn.sigmoid(a)
-  da = dy * g * s * (1 + a * (1 - s))
-  dg = dy * (a * s)
-  return (jnp.concatenate([da, dg], axis=-1),)
+  return (jnp.concatenate(_swiglu_grads(*jnp.split(h, 2, axis=-1), dy), axis=-1),)
 
 
 swiglu_gate.defvjp(_swiglu_gate_fwd, _swiglu_gate_bwd)
 
 
+@jax.custom_vjp
+def swiglu_halves(a, g):
+  """a, g [..., h] -> SiLU(a) * g: swiglu_gate on halves that two matmuls wrote apart; the
+  backward likewise recomputes the sigmoid from the saved a and g."""
+  return nn.silu(a) * g
+
+
+def _swiglu_halves_fwd(a, g):
+  return swiglu_halves(a, g), (a, g)
+
+
+def _swiglu_halves_bwd(res, dy):
+  return _swiglu_grads(*res, dy)
+
+
+swiglu_halves.defvjp(_swiglu_halves_fwd, _swiglu_halves_bwd)
+
+
 class SwiGLU(nn.Module):
-  """SwiGLU FFN: Linear(d -> 2h), [a | g] halves, SiLU(a) * g, Linear(h -> d)."""
+  """SwiGLU FFN: Linear(d -> 2h), [a | g] halves, SiLU(a) * g, Linear(h -> d).
+
+  On CPU the input projection runs as two matmuls, one per half (`Dense(column_blocks=2)`,
+  the same numbers): XLA:CPU's matmul (YNNPACK) is slower per FLOP when a K = 192 product is
+  wider than 192 columns, and a is then not split out of one [..., 2h] buffer
+  (BENCHMARKS.md, "Split SwiGLU projection").
+  """
   hidden: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     d = x.shape[-1]
-    h = Dense(2 * self.hidden, ("embed", "mlp"), self.dtype, name="wi")(x)
-    return Dense(d, ("mlp", "embed"), self.dtype, name="wo")(swiglu_gate(h))
+    wi = Dense(2 * self.hidden, ("embed", "mlp"), self.dtype, name="wi")
+    if target_platform() == "cpu":
+      gated = swiglu_halves(*wi(x, column_blocks=2))
+    else:
+      gated = swiglu_gate(wi(x))
+    return Dense(d, ("mlp", "embed"), self.dtype, name="wo")(gated)
