@@ -285,5 +285,9 @@ def test_swiglu_split_projection_on_cpu_gives_the_accelerator_path_numbers(monke
   jaxpr_acc = str(jax.make_jaxpr(lambda p, x: mlp.apply(p, x))(params, x))
   acc = jax.value_and_grad(loss, argnums=(0, 1))(params, x)
   assert jaxpr_cpu.count("dot_general") == 3 and jaxpr_acc.count("dot_general") == 2
+  monkeypatch.undo()
+  tensor_mesh = jax.sharding.AbstractMesh((2,), ("tensor",))
+  with jax.sharding.use_abstract_mesh(tensor_mesh):     # "mlp" sharded: one matmul
+    assert str(jax.make_jaxpr(lambda p, x: mlp.apply(p, x))(params, x)).count("dot_general") == 2
   for a, b in zip(jax.tree_util.tree_leaves(cpu), jax.tree_util.tree_leaves(acc)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)

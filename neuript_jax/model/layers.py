@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from neuript_jax.model.mesh_axes import target_platform
+from neuript_jax.model.mesh_axes import MLP_MESH_AXIS, mesh_axis_size, target_platform
 
 
 def torch_linear_kernel_init(key, shape, dtype=jnp.float32):
@@ -129,7 +129,9 @@ class SwiGLU(nn.Module):
   On CPU the input projection runs as two matmuls, one per half (`Dense(column_blocks=2)`,
   the same numbers): XLA:CPU's matmul (YNNPACK) is slower per FLOP when a K = 192 product is
   wider than 192 columns, and a is then not split out of one [..., 2h] buffer
-  (BENCHMARKS.md, "Split SwiGLU projection").
+  (BENCHMARKS.md, "Split SwiGLU projection"). Not when the mesh's "tensor" axis shards the
+  hidden units ("mlp"): each half would then sit on other devices than the one [d, 2h]
+  kernel's shards.
   """
   hidden: int
   dtype: jnp.dtype = jnp.float32
@@ -138,7 +140,7 @@ class SwiGLU(nn.Module):
   def __call__(self, x):
     d = x.shape[-1]
     wi = Dense(2 * self.hidden, ("embed", "mlp"), self.dtype, name="wi")
-    if target_platform() == "cpu":
+    if target_platform() == "cpu" and mesh_axis_size(MLP_MESH_AXIS) == 1:
       gated = swiglu_halves(*wi(x, column_blocks=2))
     else:
       gated = swiglu_gate(wi(x))

@@ -15,6 +15,7 @@ import jax
 
 BATCH_MESH_AXES = ("data", "fsdp")   # shard the batch (and every b-major token axis)
 HEAD_MESH_AXIS = "tensor"            # shards attention heads
+MLP_MESH_AXIS = "tensor"             # shards FFN hidden units ("mlp" in train/mesh.py's rules)
 
 
 def context_mesh():
@@ -28,6 +29,12 @@ def target_platform() -> str:
   mesh = context_mesh()
   device = None if mesh is None else getattr(mesh, "abstract_device", None)
   return device.platform if device is not None else jax.default_backend()
+
+
+def mesh_axis_size(name: str) -> int:
+  """Size of the context mesh's axis `name` (1 without a mesh or without that axis)."""
+  mesh = context_mesh()
+  return 1 if mesh is None else int(mesh.shape.get(name, 1))
 
 
 def batch_axes(n: int) -> tuple[str, ...]:
